@@ -1,0 +1,26 @@
+"""`python -m fastrnn {bench,check,inspect}`."""
+import argparse
+import importlib
+import sys
+
+# subcommand -> module with add_arguments(parser) and main(args) -> exit status
+COMMANDS = {
+    "bench": ("fastrnn.bench", "time fastrnn against torch.nn on this machine"),
+    "check": ("fastrnn.check", "verify every available backend against the float64 reference"),
+    "inspect": ("fastrnn.inspection", "compile every kernel configuration for sm_80/sm_90 and report resources"),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastrnn")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    return importlib.import_module(args.module).main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+import os
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when fastrnn.kernels is first
+# imported. conftest.py is imported before any test module, so setting it here (unless the caller
+# chose otherwise) makes every Triton kernel run on CPU tensors through the interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -12,3 +12,12 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Backends the module-level tests run on. "triton" runs its kernels through the interpreter here.
+MODULE_BACKENDS = ["reference"]
+
+
+@pytest.fixture(params=MODULE_BACKENDS)
+def backend(request):
+    return request.param

@@ -1,0 +1,155 @@
+"""fastrnn.aten (the CPU fast path) against the float64 reference and torch.nn."""
+import pytest
+import torch
+
+from fastrnn import aten, reference
+from fastrnn.functional import rnn_stack
+from fastrnn.testing import assert_close
+
+DTYPES = {"f32": torch.float32, "f64": torch.float64}
+# None: every sequence T long; "full": lengths given but all T; "varied": unsorted, one empty
+LENGTHS = {"nolen": None, "full": [5, 5, 5, 5], "varied": [3, 5, 0, 1]}
+T, B, I, H, P = 5, 4, 3, 7, 4
+
+
+def _lengths(key):
+    return None if LENGTHS[key] is None else torch.tensor(LENGTHS[key])
+
+
+def _weights(rows, I, R, dtype, bias, proj=None):
+    """(w_ih, w_hh, b_ih, b_hh[, w_hr]) leaves with requires_grad."""
+    def leaf(*shape):
+        return (torch.randn(*shape, dtype=dtype) * 0.5).requires_grad_()
+    H = rows // 4 if proj is not None else None
+    w = [leaf(rows, I), leaf(rows, R), leaf(rows) if bias else None, leaf(rows) if bias else None]
+    if proj is not None:
+        w.append(leaf(proj, H) if proj else None)
+    return w
+
+
+def _grads_close(outs_a, outs_e, inputs_a, inputs_e, dtype):
+    """Outputs, then gradients of every input under the same random cotangents."""
+    for k, (a, e) in enumerate(zip(outs_a, outs_e)):
+        assert_close(a, e, name=f"output[{k}]", dtype=dtype, T=T)
+    cot = [torch.randn_like(o) for o in outs_e]
+    live_a = [t for t in inputs_a if t is not None]
+    live_e = [t for t in inputs_e if t is not None]
+    ga = torch.autograd.grad(outs_a, live_a, cot, allow_unused=True)
+    ge = torch.autograd.grad(outs_e, live_e, cot, allow_unused=True)
+    for k, (a, e) in enumerate(zip(ga, ge)):
+        assert_close(a, e, name=f"grad[{k}]", dtype=dtype, T=T)
+
+
+@pytest.mark.parametrize("lens", list(LENGTHS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("bias", ["bias", "nobias", "hh-only"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_elman_layer(dt, nonlinearity, bias, reverse, lens):
+    dtype = DTYPES[dt]
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    w = _weights(H, I, H, dtype, bias != "nobias")
+    if bias == "hh-only":
+        w[2] = None
+    lengths = _lengths(lens)
+    kw = dict(nonlinearity=nonlinearity, reverse=reverse, lengths=lengths)
+    got = aten.elman_layer(x, h0, *w, **kw)
+    want = reference.elman_layer(x.double(), h0.double(), *[t.double() if t is not None else None for t in w], **kw)
+    _grads_close([o.double() for o in got], want, [x, h0, *w], [x, h0, *w], dtype)
+
+
+@pytest.mark.parametrize("lens", list(LENGTHS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("proj", [0, P], ids=["noproj", f"P{P}"])
+@pytest.mark.parametrize("bias", ["bias", "nobias"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_lstm_layer(dt, bias, proj, reverse, lens):
+    dtype = DTYPES[dt]
+    R = proj or H
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, R, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    w = _weights(4 * H, I, R, dtype, bias == "bias", proj)
+    lengths = _lengths(lens)
+    got = aten.lstm_layer(x, h0, c0, *w, reverse=reverse, lengths=lengths)
+    want = reference.lstm_layer(x.double(), h0.double(), c0.double(),
+                                *[t.double() if t is not None else None for t in w],
+                                reverse=reverse, lengths=lengths)
+    _grads_close([o.double() for o in got], want, [x, h0, c0, *w], [x, h0, c0, *w], dtype)
+
+
+def _stack_weights(mode, L, D, dtype, proj):
+    gates = 4 if mode == "LSTM" else 1
+    R = proj or H
+    return [_weights(gates * H, I if layer == 0 else D * R, R, dtype, True, proj if mode == "LSTM" else None)
+            for layer in range(L) for _ in range(D)]
+
+
+@pytest.mark.parametrize("lens", list(LENGTHS))
+@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("RNN_RELU", 0), ("LSTM", 0), ("LSTM", P)],
+                         ids=["tanh", "relu", "lstm", f"lstm-P{P}"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_run_stack_matches_reference(dt, mode, proj, lens):
+    """Two bidirectional layers in one _VF call against rnn_stack over the reference layers."""
+    dtype, L, D = DTYPES[dt], 2, 2
+    R = proj or H
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(L * D, B, R, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
+    weights = _stack_weights(mode, L, D, dtype, proj)
+    hx = (h0, c0) if mode == "LSTM" else h0
+    kw = dict(mode=mode, num_layers=L, bidirectional=True, lengths=_lengths(lens))
+    out, hn = aten.run_stack(x, hx, weights, **kw)
+    ref_w = [tuple(t.double() if t is not None else None for t in w) for w in weights]
+    ref_hx = (h0.double(), c0.double()) if mode == "LSTM" else h0.double()
+    ref_out, ref_hn = rnn_stack(x.double(), ref_hx, ref_w, backend="reference", **kw)
+    got = [out, *hn] if mode == "LSTM" else [out, hn]
+    want = [ref_out, *ref_hn] if mode == "LSTM" else [ref_out, ref_hn]
+    flat = [t for w in weights for t in w]
+    inputs = [x, h0, c0, *flat] if mode == "LSTM" else [x, h0, *flat]
+    _grads_close([o.double() for o in got], want, inputs, inputs, dtype)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_run_stack_equals_torch_lstm(packed):
+    """Bit-for-bit the same call torch.nn makes (float32, dropout off)."""
+    m = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P)
+    x = torch.randn(T, B, I)
+    h0, c0 = torch.randn(4, B, P), torch.randn(4, B, H)
+    lengths = torch.tensor([3, 5, 2, 1]) if packed else None
+    weights = [tuple(getattr(m, f"{n}_l{layer}{sfx}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+               for layer in range(2) for sfx in ("", "_reverse")]
+    out, (hn, cn) = aten.run_stack(x, (h0, c0), weights, mode="LSTM", num_layers=2, bidirectional=True,
+                                   lengths=lengths)
+    if packed:
+        seq = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        want, (whn, wcn) = m(seq, (h0, c0))
+        want = torch.nn.utils.rnn.pad_packed_sequence(want, total_length=T)[0]
+    else:
+        want, (whn, wcn) = m(x, (h0, c0))
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    torch.testing.assert_close(hn, whn, atol=0, rtol=0)
+    torch.testing.assert_close(cn, wcn, atol=0, rtol=0)
+
+
+def test_errors_match_torch():
+    x, h0 = torch.randn(2, 1, 3), torch.randn(1, 4)
+    w = [torch.randn(4, 3), torch.randn(4, 4)]
+    with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"):
+        aten.elman_layer(x, h0, *w, nonlinearity="gelu")
+    wl = [torch.randn(16, 3), torch.randn(16, 4), None, None, torch.randn(4, 4)]
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        aten.lstm_layer(x, h0, torch.randn(1, 4), *wl)
+
+
+def test_dropout_runs_only_in_training():
+    weights = _stack_weights("LSTM", 2, 1, torch.float32, 0)
+    x = torch.randn(T, B, I)
+    hx = (torch.zeros(2, B, H), torch.zeros(2, B, H))
+    kw = dict(mode="LSTM", num_layers=2, bidirectional=False, dropout=0.5)
+    eval_a = aten.run_stack(x, hx, weights, training=False, **kw)[0]
+    eval_b = aten.run_stack(x, hx, weights, training=False, **kw)[0]
+    torch.testing.assert_close(eval_a, eval_b, atol=0, rtol=0)
+    train = aten.run_stack(x, hx, weights, training=True, **kw)[0]
+    assert not torch.equal(train, eval_a)

@@ -82,10 +82,15 @@ def _run(mode, x, hx, params, has_biases, num_layers, dropout, training, bidirec
         D = 2 if bidirectional else 1
         width = hx[0].shape[-1] * D
         return x.new_zeros(T, B, width), tuple(hx)
-    data, batch_sizes = torch._pack_padded_sequence(x.index_select(1, dev_idx), lens[sorted_idx], False)
-    hx_sorted = [h.index_select(1, dev_idx) for h in hx]
+    # Already sorted with none empty (a module unpacking a PackedSequence): no permutation copies.
+    in_order = n == B and bool((sorted_idx == torch.arange(B)).all())
+    x_sorted = x if in_order else x.index_select(1, dev_idx)
+    hx_sorted = list(hx) if in_order else [h.index_select(1, dev_idx) for h in hx]
+    data, batch_sizes = torch._pack_padded_sequence(x_sorted, lens[sorted_idx], False)
     res = _call(mode, data, hx_sorted, *args, batch_sizes=batch_sizes)
     out_sorted, _ = torch._pad_packed_sequence(res[0], batch_sizes, False, 0.0, T)  # [T, n, D*R]
+    if in_order:
+        return out_sorted, tuple(res[1:])
     if n == B:
         unsort = torch.argsort(sorted_idx).to(x.device)
         out = out_sorted.index_select(1, unsort)

@@ -7,8 +7,9 @@ from fastrnn.functional import rnn_stack
 from fastrnn.testing import assert_close
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
-# None: every sequence T long; "full": lengths given but all T; "varied": unsorted, one empty
-LENGTHS = {"nolen": None, "full": [5, 5, 5, 5], "varied": [3, 5, 0, 1]}
+# None: every sequence T long; "full": lengths given but all T; "sorted": descending (a module
+# unpacking a PackedSequence); "varied": unsorted, one empty
+LENGTHS = {"nolen": None, "full": [5, 5, 5, 5], "sorted": [5, 4, 2, 1], "varied": [3, 5, 0, 1]}
 T, B, I, H, P = 5, 4, 3, 7, 4
 
 

@@ -1,0 +1,94 @@
+"""The one registry of benchmark shapes, shared by `python -m fastrnn bench` and `benchmarks/`.
+
+A case is one (cell, shape, layout, dtype, mode) point; its id reads like
+`lstm-T64-B16-H256-L1-uni-fp32-train` (plus `-packed` for a PackedSequence with varied lengths).
+The full grid is the product T x B x H x layers x directions x dtypes x modes for both cells, plus
+packed cases; `quick` is a small subset a 2-core CPU runs in about two minutes.
+"""
+import itertools
+from dataclasses import asdict, dataclass
+
+import torch
+
+CELLS = ("rnn", "lstm")           # rnn: the Elman RNN with tanh
+SEQ_LENS = (1, 64, 512, 2048)
+BATCHES = (1, 16, 64, 256)
+HIDDENS = (64, 256, 1024)         # I = H everywhere
+LAYERS = (1, 2)
+MODES = ("infer", "train")        # infer: forward under no_grad; train: forward + backward
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark point. I = H; `packed` feeds a PackedSequence whose lengths vary from T to T/4."""
+    cell: str
+    T: int
+    B: int
+    H: int
+    layers: int = 1
+    bidirectional: bool = False
+    dtype: str = "fp32"
+    mode: str = "infer"
+    packed: bool = False
+
+    @property
+    def id(self):
+        tail = "-packed" if self.packed else ""
+        return (f"{self.cell}-T{self.T}-B{self.B}-H{self.H}-L{self.layers}-"
+                f"{'bi' if self.bidirectional else 'uni'}-{self.dtype}-{self.mode}{tail}")
+
+    @property
+    def torch_dtype(self):
+        return DTYPES[self.dtype]
+
+    def lengths(self):
+        """[B] int64 lengths: T for sequence 0, then evenly down to T/4 (None unless packed)."""
+        if not self.packed:
+            return None
+        low = max(1, self.T // 4)
+        return torch.linspace(self.T, low, self.B).round().to(torch.int64)
+
+    def as_dict(self):
+        return {"id": self.id, **asdict(self)}
+
+
+def _packed_cases(dtypes):
+    # Varied lengths on mid-size shapes: enough steps for packing to matter, both layouts.
+    return [Case(cell, T, B, 256, layers, bi, dt, mode, packed=True)
+            for cell, T, B, (layers, bi), dt, mode in itertools.product(
+                CELLS, (64, 512), (16, 64), ((1, False), (2, True)), dtypes, MODES)]
+
+
+def full_grid(device="cuda"):
+    """Every case of the issue's grid; bf16 only on CUDA (torch's CPU RNNs in bf16 are no baseline)."""
+    dtypes = tuple(DTYPES) if torch.device(device).type == "cuda" else ("fp32",)
+    grid = [Case(cell, T, B, H, layers, bi, dt, mode)
+            for cell, T, B, H, layers, bi, dt, mode in itertools.product(
+                CELLS, SEQ_LENS, BATCHES, HIDDENS, LAYERS, (False, True), dtypes, MODES)]
+    return grid + _packed_cases(dtypes)
+
+
+def quick(device="cpu"):
+    """A small subset: every cell, mode, layout and the packed case, at shapes a CPU runs fast."""
+    dtypes = ("fp32", "bf16") if torch.device(device).type == "cuda" else ("fp32",)
+    cases = []
+    for cell, mode, dt in itertools.product(CELLS, MODES, dtypes):
+        cases += [
+            Case(cell, 1, 16, 256, 1, False, dt, mode),        # one step: call overhead
+            Case(cell, 64, 1, 64, 1, False, dt, mode),         # tiny: latency-bound
+            Case(cell, 64, 16, 256, 1, False, dt, mode),
+            Case(cell, 64, 16, 256, 2, True, dt, mode),
+            Case(cell, 512, 64, 64, 1, False, dt, mode),       # long and narrow
+            Case(cell, 64, 64, 1024, 1, False, dt, mode),      # wide: GEMM-bound
+            Case(cell, 64, 16, 256, 2, True, dt, mode, packed=True),
+        ]
+    return cases
+
+
+def select(cases, pattern=None, max_cases=None):
+    """Cases whose id contains every comma-separated part of `pattern`, at most `max_cases` of them."""
+    if pattern:
+        parts = [p for p in pattern.split(",") if p]
+        cases = [c for c in cases if all(p in c.id for p in parts)]
+    return cases[:max_cases] if max_cases else cases

@@ -2,5 +2,8 @@
 from . import reference
 from .backends import BACKENDS, BackendError
 from .functional import rnn_stack
+from .modules import LSTM, RNN
+from .cells import LSTMCell, RNNCell
+from .convert import convert, to_torch
 
 __version__ = "0.1.0"

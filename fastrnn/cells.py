@@ -1,0 +1,130 @@
+"""Drop-in `torch.nn.RNNCell` and `torch.nn.LSTMCell` that run one step through `rnn_stack`.
+
+A cell is a one-step, one-layer recurrence, so it goes through the same path as the modules
+(T = 1), and a backend's forward kernel serves cells too. Construction, parameters and repr are
+torch's (the classes subclass torch's); forward repeats torch's checks with torch's messages.
+
+Shape letters: B batch, I input size, H hidden size.
+"""
+import torch
+
+from .backends import check_backend_name
+from .functional import rnn_stack
+from .modules import dtype_mismatch
+
+__all__ = ["RNNCell", "LSTMCell"]
+
+
+class _CellMixin:
+    """Checks and the one-step run shared by both cells; precedes torch's class in the MRO."""
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("backend", "auto")
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+    def _check_state(self, x, h, label):
+        """x: [B, I], h: [B, H] (both batched by now); torch's batch, size and dtype checks."""
+        if x.size(0) != h.size(0):
+            raise RuntimeError(f"Input batch size {x.size(0)} doesn't match hidden{label} batch size {h.size(0)}")
+        if h.size(1) != self.hidden_size:
+            raise RuntimeError(f"hidden{label} has inconsistent hidden_size: got {h.size(1)}, "
+                               f"expected {self.hidden_size}")
+
+    def _check_dtypes(self, *tensors):
+        # torch fails inside its matmul with this message; we say it before any backend could cast.
+        if torch._C._is_any_autocast_enabled():
+            return
+        want = self.weight_ih.dtype
+        for t in tensors:
+            if t.dtype != want:
+                raise dtype_mismatch("mat1 and mat2", t.dtype, want)
+
+    def _batch_input(self, input):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{self._get_name()}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        is_batched = input.dim() == 2
+        return (input if is_batched else input.unsqueeze(0)), is_batched
+
+    def _check_input(self, x):
+        if x.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
+
+    def _step(self, mode, x, hx, weights):
+        """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n))."""
+        return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
+                         backend=self.backend)
+
+
+class RNNCell(_CellMixin, torch.nn.RNNCell):
+    """torch.nn.RNNCell with fastrnn's forward.
+
+    RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', device=None, dtype=None,
+            *, backend='auto')
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype=None, *, backend="auto"):
+        check_backend_name(backend)
+        super().__init__(input_size, hidden_size, bias, nonlinearity, device, dtype)
+        self.backend = backend
+
+    def forward(self, input, hx=None):
+        """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
+        x, is_batched = self._batch_input(input)
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        if hx is None:
+            hx = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        self._check_input(x)
+        self._check_state(x, hx, 0)
+        self._check_dtypes(x, hx)
+        mode = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        _, h_n = self._step(mode, x, hx[None], weights)
+        h = h_n[0]
+        return h if is_batched else h.squeeze(0)
+
+
+class LSTMCell(_CellMixin, torch.nn.LSTMCell):
+    """torch.nn.LSTMCell with fastrnn's forward.
+
+    LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, backend='auto')
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *,
+                 backend="auto"):
+        check_backend_name(backend)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self.backend = backend
+
+    def forward(self, input, hx=None):
+        """input: [B, I] or [I]; hx: (h [B, H], c [B, H]) or 1-D each (zeros when None)
+        -> (h' [B, H], c' [B, H]), 1-D when the input was."""
+        x, is_batched = self._batch_input(input)
+        if hx is not None:
+            for idx, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead")
+            if len(hx) != 2:
+                raise RuntimeError("lstm_cell expects two hidden states")
+            h0, c0 = hx if is_batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        else:
+            h0 = c0 = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+        self._check_input(x)
+        self._check_state(x, h0, 0)
+        self._check_state(x, c0, 1)
+        self._check_dtypes(x, h0, c0)
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
+        _, (h_n, c_n) = self._step("LSTM", x, (h0[None], c0[None]), weights)
+        h, c = h_n[0], c_n[0]
+        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))

@@ -1,0 +1,189 @@
+"""Drop-in `torch.nn.RNN` and `torch.nn.LSTM` whose forward runs through `rnn_stack`.
+
+Each class subclasses torch's own, so construction (argument checks and their messages),
+parameters (names, shapes, order, initialisation), `state_dict`, `all_weights`, `_flat_weights`,
+`reset_parameters`, `.to()`, pickling and `isinstance(m, torch.nn.LSTM)` are torch's. What changes:
+`forward` (the same checks and messages, then `fastrnn.functional.rnn_stack` on a backend),
+a keyword-only `backend` argument, a `flatten_parameters()` that does nothing (there is no cuDNN
+weight buffer to compact, so no warning either), and a repr that does not hide `nonlinearity='relu'`.
+
+Shape letters: T time steps, B batch, I input size, H hidden size, R = proj_size or H,
+D = 2 if bidirectional else 1, L = num_layers.
+"""
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+from .backends import check_backend_name
+from .functional import rnn_stack
+
+__all__ = ["RNN", "LSTM"]
+
+# torch spells dtypes this way in its matmul dtype-mismatch message, which the RNN repeats.
+_SCALAR_NAMES = {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
+                 torch.bfloat16: "BFloat16"}
+
+
+def dtype_mismatch(kind, got, want):
+    """The RuntimeError torch raises when a hidden state's dtype differs from the weights'."""
+    return RuntimeError(f"{kind} must have the same dtype, but got "
+                        f"{_SCALAR_NAMES.get(got, got)} and {_SCALAR_NAMES.get(want, want)}")
+
+
+class _StackMixin:
+    """forward / repr / flatten_parameters shared by RNN and LSTM; sits before torch's class
+    in the MRO so its methods win while torch's __init__ and helpers stay in use."""
+
+    def flatten_parameters(self):
+        """A no-op: fastrnn reads the parameters where they are (no cuDNN flat buffer)."""
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Modules pickled before `backend` existed (or converted objects) still load.
+        self.__dict__.setdefault("backend", "auto")
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            # torch's RNN repr drops nonlinearity, so a relu RNN printed like a tanh one.
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+    # --- weights ----------------------------------------------------------------------------
+    def _layer_weights(self):
+        """One tuple per layer and direction in torch's order, read from `_flat_weights` so that
+        `torch.func.functional_call` and reparametrisations see their substituted tensors:
+        RNN (w_ih, w_hh, b_ih, b_hh), LSTM (w_ih, w_hh, b_ih, b_hh, w_hr); None where absent."""
+        keys = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        if self.mode == "LSTM":
+            keys += ("weight_hr",)
+        flat = dict(zip(self._flat_weights_names, self._flat_weights))
+        out = []
+        for names in self._all_weights:
+            by_kind = {name.split("_l")[0]: flat[name] for name in names}
+            out.append(tuple(by_kind.get(k) for k in keys))
+        return out
+
+    # --- hidden state -----------------------------------------------------------------------
+    def _zero_hx(self, x, batch):
+        """Zero (h0 [L*D, B, R], c0 [L*D, B, H]) for LSTM, h0 for RNN, in x's dtype/device."""
+        D = 2 if self.bidirectional else 1
+        R = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h0 = torch.zeros(self.num_layers * D, batch, R, dtype=x.dtype, device=x.device)
+        if self.mode != "LSTM":
+            return h0
+        return h0, torch.zeros(self.num_layers * D, batch, self.hidden_size, dtype=x.dtype,
+                               device=x.device)
+
+    def _check_hx_dims(self, hx, is_batched):
+        """torch's dimension checks on a user-given hx; returns it batched ([L*D, B, .])."""
+        want = 3 if is_batched else 2
+        kind = "batched 3-D" if is_batched else "unbatched 2-D"
+        if self.mode == "LSTM":
+            if len(hx) != 2:
+                raise RuntimeError("lstm expects two hidden states")
+            if hx[0].dim() != want or hx[1].dim() != want:
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            return tuple(hx) if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if hx.dim() != want:
+            raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+        return hx if is_batched else hx.unsqueeze(1)
+
+    def _check_hx_dtype(self, x, hx):
+        # torch fails inside its matmul; we say it before any backend could silently cast.
+        if torch._C._is_any_autocast_enabled():
+            return
+        for h in (hx if self.mode == "LSTM" else (hx,)):
+            if h.dtype != x.dtype:
+                raise dtype_mismatch("mat1 and mat2", h.dtype, x.dtype)
+
+    def _permute(self, hx, permutation):
+        if permutation is None:
+            return hx
+        if self.mode == "LSTM":
+            return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+        return hx.index_select(1, permutation)
+
+    # --- forward ----------------------------------------------------------------------------
+    def _run(self, x, hx, lengths=None):
+        """x: [T, B, I] time-major -> (out [T, B, D*R], h_n or (h_n, c_n))."""
+        if x.size(0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        self._check_hx_dtype(x, hx)
+        return rnn_stack(x, hx, self._layer_weights(), mode=self.mode, num_layers=self.num_layers,
+                         bidirectional=self.bidirectional, dropout=self.dropout,
+                         training=self.training, lengths=lengths, backend=self.backend)
+
+    def forward(self, input, hx=None):
+        """input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;
+        hx: h0 [L*D, B, R] (RNN) or (h0 [L*D, B, R], c0 [L*D, B, H]) (LSTM), 2-D when unbatched.
+
+        Returns (output, h_n) for RNN and (output, (h_n, c_n)) for LSTM, shaped like torch.nn's:
+        output [T, B, D*R] (batch-first / unbatched / packed as the input was).
+        """
+        self._update_flat_weights()
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        if input.dim() not in (2, 3):
+            got = f"{input.dim()}D instead" if self.mode == "LSTM" else f"{input.dim()}D tensor instead"
+            raise ValueError(f"{self._get_name()}: Expected input to be 2D or 3D, got {got}")
+        is_batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not is_batched:
+            input = input.unsqueeze(batch_dim)
+        hx = self._zero_hx(input, input.size(batch_dim)) if hx is None else self._check_hx_dims(hx, is_batched)
+        self.check_forward_args(input, hx, None)
+        x = input.transpose(0, 1) if self.batch_first else input
+        output, hidden = self._run(x, hx)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = tuple(h.squeeze(1) for h in hidden) if self.mode == "LSTM" else hidden.squeeze(1)
+        return output, hidden
+
+    def _forward_packed(self, packed, hx):
+        """Pad in sorted order, run with per-sequence lengths, re-pack with the input's
+        batch_sizes and indices; hx is read, and h_n returned, in the user's batch order."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        if hx is None:
+            hx = self._zero_hx(data, int(batch_sizes[0]))
+        elif self.mode == "LSTM" and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        # torch's LSTM skips these checks for packed input and then computes garbage; we don't.
+        self.check_forward_args(data, hx, batch_sizes)
+        hx = self._permute(hx, sorted_indices)
+        T = batch_sizes.size(0)
+        padded, lengths = torch._pad_packed_sequence(data, batch_sizes, False, 0.0, T)
+        output, hidden = self._run(padded, hx, lengths)
+        out_data, _ = torch._pack_padded_sequence(output, lengths, False)
+        output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
+        return output, self._permute(hidden, unsorted_indices)
+
+
+class RNN(_StackMixin, torch.nn.RNN):
+    """torch.nn.RNN (Elman, tanh or relu) with fastrnn's forward.
+
+    RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True, batch_first=False,
+        dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend='auto')
+    """
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        check_backend_name(backend)
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
+
+class LSTM(_StackMixin, torch.nn.LSTM):
+    """torch.nn.LSTM with fastrnn's forward.
+
+    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+         bidirectional=False, proj_size=0, device=None, dtype=None, *, backend='auto')
+    """
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        check_backend_name(backend)
+        super().__init__(*args, **kwargs)
+        self.backend = backend

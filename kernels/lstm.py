@@ -1,0 +1,259 @@
+"""Fused LSTM recurrence: one launch per layer and direction walks every time step.
+
+Shapes: T steps, B batch, H hidden, R = P (projection) or H. Gate columns are ordered i|f|g|o.
+The input projection xg = x W_ih^T + b_ih + b_hh ([T, B, 4H]) is one GEMM done before the launch;
+the weight gradients are GEMMs done after the backward launch (see fastrnn/fused.py).
+
+Each program owns BLOCK_B rows of the batch for all time steps, so no program ever waits for
+another (the interpreter runs programs one after another). Within a step it tiles H by BLOCK_H and
+streams the recurrent weights in BLOCK_K-wide tiles, or, when W_RESIDENT (the whole W_hh is one
+tile), loads them once before the time loop and keeps them in registers. The recurrent state lives
+in small fp32 ping-pong buffers ([2, B, R] for h, [2, B, H] for c) that stay in L1/L2: step s
+reads slot s % 2 and writes slot (s + 1) % 2, and a barrier separates the steps, so every tile of
+step s sees the complete state of step s - 1.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .common import active_rows, dot, load_w, matmul, sigmoid, step_time, tanh
+from .config import launch_config
+
+
+@triton.jit
+def lstm_fwd_kernel(
+    xg_ptr, stride_xt, stride_xb,   # [T, B, 4H] input projection, both biases included
+    w_hh_ptr, w_hr_ptr,             # [4H, R], [R, H] (PROJ)
+    len_ptr,                        # [B] lengths (HAS_LENGTHS)
+    h_ptr, c_ptr,                   # [2, B, R], [2, B, H] fp32 state; slot 0 holds h0, c0 on entry
+    out_ptr, stride_ot, stride_ob,  # [T, B, R] output h_t, zero past a sequence's end
+    m_ptr, stride_mt,               # [T, B, H] fp32 o*tanh(c_t) (PROJ; stride_mt = 0: one scratch slot)
+    gates_ptr, cs_ptr,              # [T, B, 4H] activated gates, [T, B, H] c_t, fp32 (SAVE)
+    T, B, H, R,
+    REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
+    W_RESIDENT: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask_b = offs_b < B
+    if W_RESIDENT:  # H <= BLOCK_H and R <= BLOCK_K: all of W_hh^T as four [BLOCK_K, BLOCK_H] tiles
+        offs_h = tl.arange(0, BLOCK_H)
+        mask_h = offs_h < H
+        offs_k = tl.arange(0, BLOCK_K)
+        mask_k = offs_k < R
+        w_i = load_w(w_hh_ptr, offs_h, mask_h, offs_k, mask_k, R, 1)
+        w_f = load_w(w_hh_ptr, offs_h + H, mask_h, offs_k, mask_k, R, 1)
+        w_g = load_w(w_hh_ptr, offs_h + 2 * H, mask_h, offs_k, mask_k, R, 1)
+        w_o = load_w(w_hh_ptr, offs_h + 3 * H, mask_h, offs_k, mask_k, R, 1)
+    for s in range(T):
+        t = step_time(s, T, REVERSE)
+        active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]  # [BLOCK_B, 1]
+        h_read = h_ptr + (s % 2) * B * R
+        h_write = h_ptr + ((s + 1) % 2) * B * R
+        c_read = c_ptr + (s % 2) * B * H
+        c_write = c_ptr + ((s + 1) % 2) * B * H
+        for h0 in range(0, H, BLOCK_H):
+            offs_h = h0 + tl.arange(0, BLOCK_H)
+            mask_h = offs_h < H
+            mask = mask_b[:, None] & mask_h[None, :]
+            zero = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+            if W_RESIDENT:
+                offs_k = tl.arange(0, BLOCK_K)
+                h_prev = tl.load(h_read + offs_b[:, None] * R + offs_k[None, :],
+                                 mask=mask_b[:, None] & (offs_k[None, :] < R), other=0.0)  # [BLOCK_B, BLOCK_K]
+                acc_i = dot(h_prev, w_i, zero, DOT_FP32, PRECISION)
+                acc_f = dot(h_prev, w_f, zero, DOT_FP32, PRECISION)
+                acc_g = dot(h_prev, w_g, zero, DOT_FP32, PRECISION)
+                acc_o = dot(h_prev, w_o, zero, DOT_FP32, PRECISION)
+            else:  # stream W_hh^T: rows q*H + offs_h of W_hh, K = R
+                acc_i = matmul(zero, h_read, R, offs_b, mask_b, w_hh_ptr, R, 1, offs_h, mask_h, R,
+                               BLOCK_K, DOT_FP32, PRECISION)
+                acc_f = matmul(zero, h_read, R, offs_b, mask_b, w_hh_ptr, R, 1, offs_h + H, mask_h, R,
+                               BLOCK_K, DOT_FP32, PRECISION)
+                acc_g = matmul(zero, h_read, R, offs_b, mask_b, w_hh_ptr, R, 1, offs_h + 2 * H, mask_h, R,
+                               BLOCK_K, DOT_FP32, PRECISION)
+                acc_o = matmul(zero, h_read, R, offs_b, mask_b, w_hh_ptr, R, 1, offs_h + 3 * H, mask_h, R,
+                               BLOCK_K, DOT_FP32, PRECISION)
+            xg = xg_ptr + t * stride_xt + offs_b[:, None] * stride_xb + offs_h[None, :]
+            i = sigmoid(acc_i + tl.load(xg, mask=mask, other=0.0).to(tl.float32))
+            f = sigmoid(acc_f + tl.load(xg + H, mask=mask, other=0.0).to(tl.float32))
+            g = tanh(acc_g + tl.load(xg + 2 * H, mask=mask, other=0.0).to(tl.float32))
+            o = sigmoid(acc_o + tl.load(xg + 3 * H, mask=mask, other=0.0).to(tl.float32))
+            bh = offs_b[:, None] * H + offs_h[None, :]
+            c_prev = tl.load(c_read + bh, mask=mask, other=0.0)
+            c_new = f * c_prev + i * g
+            m = o * tanh(c_new)  # [BLOCK_B, BLOCK_H]
+            c_keep = tl.where(active, c_new, c_prev)  # past its end a sequence keeps its state
+            tl.store(c_write + bh, c_keep, mask=mask)
+            if SAVE:
+                g_ptrs = gates_ptr + t * B * 4 * H + offs_b[:, None] * 4 * H + offs_h[None, :]
+                tl.store(g_ptrs, i, mask=mask)
+                tl.store(g_ptrs + H, f, mask=mask)
+                tl.store(g_ptrs + 2 * H, g, mask=mask)
+                tl.store(g_ptrs + 3 * H, o, mask=mask)
+                tl.store(cs_ptr + t * B * H + bh, c_keep, mask=mask)
+            if PROJ:
+                tl.store(m_ptr + t * stride_mt + bh, m, mask=mask)
+            else:
+                h_prev_tile = tl.load(h_read + bh, mask=mask, other=0.0)
+                tl.store(h_write + bh, tl.where(active, m, h_prev_tile), mask=mask)
+                out = out_ptr + t * stride_ot + offs_b[:, None] * stride_ob + offs_h[None, :]
+                tl.store(out, tl.where(active, m, 0.0).to(out_ptr.dtype.element_ty), mask=mask)
+        if PROJ:
+            tl.debug_barrier()  # every m tile of this step is stored before the projection reads them
+            for r0 in range(0, R, BLOCK_H):
+                offs_r = r0 + tl.arange(0, BLOCK_H)
+                mask_r = offs_r < R
+                mask = mask_b[:, None] & mask_r[None, :]
+                hp = matmul(tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), m_ptr + t * stride_mt, H,
+                            offs_b, mask_b, w_hr_ptr, H, 1, offs_r, mask_r, H,
+                            BLOCK_K, DOT_FP32, PRECISION)  # [BLOCK_B, BLOCK_H] = m W_hr^T
+                br = offs_b[:, None] * R + offs_r[None, :]
+                h_prev_tile = tl.load(h_read + br, mask=mask, other=0.0)
+                tl.store(h_write + br, tl.where(active, hp, h_prev_tile), mask=mask)
+                out = out_ptr + t * stride_ot + offs_b[:, None] * stride_ob + offs_r[None, :]
+                tl.store(out, tl.where(active, hp, 0.0).to(out_ptr.dtype.element_ty), mask=mask)
+        tl.debug_barrier()  # the whole state of step s is stored before step s + 1 reads it
+
+
+@triton.jit
+def lstm_bwd_kernel(
+    dout_ptr, stride_dt, stride_db,  # [T, B, R] gradient of the output
+    w_hh_ptr, w_hr_ptr,              # [4H, R], [R, H] (PROJ)
+    len_ptr,                         # [B] lengths (HAS_LENGTHS)
+    gates_ptr, cs_ptr, c0_ptr,       # saved by the forward: [T, B, 4H], [T, B, H], and c0 [B, H], fp32
+    dh_ptr, dc_ptr,                  # [2, B, R], [2, B, H] fp32 state; slot 0 holds dh_n, dc_n on entry
+    dhs_ptr, stride_dhs,             # [T, B, R] fp32 total dh_t, zero past the end (PROJ: for dW_hr);
+                                     # stride_dhs = 0 without projection (one scratch slot)
+    dg_ptr,                          # [T, B, 4H] fp32 out: gradient of the pre-activation gates
+    T, B, H, R,
+    REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, PROJ: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask_b = offs_b < B
+    for s in range(T):
+        # undo the forward's steps last to first: the forward's REVERSE walk, reversed
+        t = step_time(s, T, not REVERSE)
+        active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]
+        dh_read = dh_ptr + (s % 2) * B * R
+        dh_write = dh_ptr + ((s + 1) % 2) * B * R
+        dc_read = dc_ptr + (s % 2) * B * H
+        dc_write = dc_ptr + ((s + 1) % 2) * B * H
+        dhs = dhs_ptr + t * stride_dhs
+        # phase A: total gradient reaching h_t (from step t+1 and from the output)
+        for r0 in range(0, R, BLOCK_H):
+            offs_r = r0 + tl.arange(0, BLOCK_H)
+            mask = mask_b[:, None] & (offs_r[None, :] < R)
+            br = offs_b[:, None] * R + offs_r[None, :]
+            d_out = tl.load(dout_ptr + t * stride_dt + offs_b[:, None] * stride_db + offs_r[None, :],
+                            mask=mask, other=0.0).to(tl.float32)
+            dh_tot = tl.load(dh_read + br, mask=mask, other=0.0) + tl.where(active, d_out, 0.0)
+            tl.store(dhs + br, tl.where(active, dh_tot, 0.0), mask=mask)
+        tl.debug_barrier()
+        # phase B: gate gradients, tile by tile of H
+        prev_t = step_time(s + 1, T, not REVERSE)  # forward step before t (unused when s = T - 1)
+        for h0 in range(0, H, BLOCK_H):
+            offs_h = h0 + tl.arange(0, BLOCK_H)
+            mask_h = offs_h < H
+            mask = mask_b[:, None] & mask_h[None, :]
+            bh = offs_b[:, None] * H + offs_h[None, :]
+            if PROJ:  # dm = dh_tot W_hr: [B, R] x [R, H]
+                dm = matmul(tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), dhs, R, offs_b, mask_b,
+                            w_hr_ptr, 1, H, offs_h, mask_h, R, BLOCK_K, DOT_FP32, PRECISION)
+            else:
+                dm = tl.load(dhs + bh, mask=mask, other=0.0)
+            g_ptrs = gates_ptr + t * B * 4 * H + offs_b[:, None] * 4 * H + offs_h[None, :]
+            i = tl.load(g_ptrs, mask=mask, other=0.0)
+            f = tl.load(g_ptrs + H, mask=mask, other=0.0)
+            g = tl.load(g_ptrs + 2 * H, mask=mask, other=0.0)
+            o = tl.load(g_ptrs + 3 * H, mask=mask, other=0.0)
+            c_t = tl.load(cs_ptr + t * B * H + bh, mask=mask, other=0.0)
+            if s == T - 1:
+                c_prev = tl.load(c0_ptr + bh, mask=mask, other=0.0)
+            else:
+                c_prev = tl.load(cs_ptr + prev_t * B * H + bh, mask=mask, other=0.0)
+            tanh_c = tanh(c_t)
+            dc_in = tl.load(dc_read + bh, mask=mask, other=0.0)
+            dc = dc_in + dm * o * (1.0 - tanh_c * tanh_c)
+            d_i = tl.where(active, dc * g * i * (1.0 - i), 0.0)
+            d_f = tl.where(active, dc * c_prev * f * (1.0 - f), 0.0)
+            d_g = tl.where(active, dc * i * (1.0 - g * g), 0.0)
+            d_o = tl.where(active, dm * tanh_c * o * (1.0 - o), 0.0)
+            tl.store(dc_write + bh, tl.where(active, dc * f, dc_in), mask=mask)
+            dg = dg_ptr + t * B * 4 * H + offs_b[:, None] * 4 * H + offs_h[None, :]
+            tl.store(dg, d_i, mask=mask)
+            tl.store(dg + H, d_f, mask=mask)
+            tl.store(dg + 2 * H, d_g, mask=mask)
+            tl.store(dg + 3 * H, d_o, mask=mask)
+        tl.debug_barrier()
+        # phase C: gradient reaching h_{t-1} = dG W_hh ([B, 4H] x [4H, R]); unchanged past the end
+        for r0 in range(0, R, BLOCK_H):
+            offs_r = r0 + tl.arange(0, BLOCK_H)
+            mask_r = offs_r < R
+            mask = mask_b[:, None] & mask_r[None, :]
+            br = offs_b[:, None] * R + offs_r[None, :]
+            dh_prev = matmul(tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), dg_ptr + t * B * 4 * H, 4 * H,
+                             offs_b, mask_b, w_hh_ptr, 1, R, offs_r, mask_r, 4 * H,
+                             BLOCK_K, DOT_FP32, PRECISION)
+            dh_in = tl.load(dh_read + br, mask=mask, other=0.0)
+            tl.store(dh_write + br, tl.where(active, dh_prev, dh_in), mask=mask)
+        tl.debug_barrier()
+
+
+def lstm_fwd(xg, w_hh, w_hr, h0, c0, lengths, out, *, reverse, save, config=None):
+    """Run the recurrence. xg: [T, B, 4H] contiguous, w_hh: [4H, R], w_hr: [R, H] or None,
+    h0: [B, R], c0: [B, H], lengths: [B] int32 or None, out: [T, B, R] (unit last stride).
+
+    Writes out and returns (h_n [B, R] fp32, c_n [B, H] fp32, saved) where saved is
+    (gates [T, B, 4H], c [T, B, H], m [T, B, H] or None) in fp32 when `save`, else None.
+    """
+    T, B, G = xg.shape
+    H, R = G // 4, w_hh.shape[1]
+    cfg = launch_config("lstm", "fwd", B, H, R, w_hh.dtype, xg.device, override=config)
+    f32 = dict(device=xg.device, dtype=torch.float32)
+    h = torch.empty((2, B, R), **f32)
+    c = torch.empty((2, B, H), **f32)
+    h[0], c[0] = h0, c0
+    proj = w_hr is not None
+    gates = torch.empty((T, B, 4 * H), **f32) if save else None
+    cs = torch.empty((T, B, H), **f32) if save else None
+    m = torch.empty((T if save else 1, B, H), **f32) if proj else None
+    grid = (triton.cdiv(B, cfg["BLOCK_B"]),)
+    lstm_fwd_kernel[grid](
+        xg, xg.stride(0), xg.stride(1), w_hh, w_hr, lengths, h, c,
+        out, out.stride(0), out.stride(1), m, H * B if (proj and save) else 0, gates, cs,
+        T, B, H, R,
+        REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj, SAVE=save,
+        W_RESIDENT=cfg["W_RESIDENT"], DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
+        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+    )
+    return h[T % 2], c[T % 2], ((gates, cs, m) if save else None)
+
+
+def lstm_bwd(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, saved, *, reverse, config=None):
+    """Backward of lstm_fwd. dout: [T, B, R] (unit last stride), dh_n: [B, R], dc_n: [B, H],
+    saved: from lstm_fwd. Returns (dG [T, B, 4H], dh0 [B, R], dc0 [B, H], dH [T, B, R] or None),
+    fp32; dG is the gradient of xg; dH (with projection) the total gradient of each h_t."""
+    gates, cs, _ = saved
+    T, B, G = gates.shape
+    H, R = G // 4, w_hh.shape[1]
+    cfg = launch_config("lstm", "bwd", B, H, R, w_hh.dtype, gates.device, override=config)
+    f32 = dict(device=gates.device, dtype=torch.float32)
+    dh = torch.empty((2, B, R), **f32)
+    dc = torch.empty((2, B, H), **f32)
+    dh[0], dc[0] = dh_n, dc_n
+    proj = w_hr is not None
+    dhs = torch.empty((T if proj else 1, B, R), **f32)
+    dg = torch.empty((T, B, 4 * H), **f32)
+    grid = (triton.cdiv(B, cfg["BLOCK_B"]),)
+    lstm_bwd_kernel[grid](
+        dout, dout.stride(0), dout.stride(1), w_hh, w_hr, lengths, gates, cs, c0.float().contiguous(),
+        dh, dc, dhs, B * R if proj else 0, dg,
+        T, B, H, R,
+        REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj,
+        DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
+        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+    )
+    return dg, dh[T % 2], dc[T % 2], (dhs if proj else None)

@@ -10,7 +10,7 @@ The public functions take the reference's signature (fastrnn/reference.py) and i
 import torch
 import torch.nn.functional as F
 
-from .backends import check_triton
+from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
 from .kernels.elman import elman_bwd, elman_fwd
 from .kernels.lstm import lstm_bwd, lstm_fwd
 

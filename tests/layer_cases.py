@@ -1,0 +1,68 @@
+"""Shared by the kernel tests: random layer arguments and a comparison against the reference."""
+import torch
+
+from fastrnn import reference
+from fastrnn.testing import assert_close
+
+SMALL_TILES = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=False)
+
+
+def case_id(cell, T, B, H, dtype, **flags):
+    name = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+    extra = "-".join(k for k, v in flags.items() if v)
+    return f"{cell}-T{T}-B{B}-H{H}-{name}" + (f"-{extra}" if extra else "")
+
+
+def layer_args(cell, T, B, I, H, P=0, bias=True, lengths=None, seed=0):
+    """float64 leaf tensors for one layer: (x, h0, [c0], w_ih, w_hh, b_ih, b_hh, [w_hr])."""
+    g = torch.Generator().manual_seed(seed)
+    R, G = P or H, 4 if cell == "lstm" else 1
+    k = H ** -0.5
+
+    def rand(*shape, scale=k):
+        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale).requires_grad_()
+
+    x, h0 = rand(T, B, I, scale=1.0), rand(B, R, scale=0.5)
+    w_ih, w_hh = rand(G * H, I), rand(G * H, R)
+    b_ih, b_hh = (rand(G * H), rand(G * H)) if bias else (None, None)
+    if cell == "lstm":
+        return [x, h0, rand(B, H, scale=0.5), w_ih, w_hh, b_ih, b_hh, rand(P, H) if P else None]
+    return [x, h0, w_ih, w_hh, b_ih, b_hh]
+
+
+def check_layer(fused_fn, cell, args64, dtype, *, lengths=None, grads=True, **kw):
+    """Run `fused_fn` in `dtype` and the reference in float64 on the same values; compare every
+    output and, under one set of random cotangents, the gradient of every input."""
+    ref_fn = reference.lstm_layer if cell == "lstm" else reference.elman_layer
+    lengths = None if lengths is None else torch.tensor(lengths)
+    T = args64[0].shape[0]
+    args = [None if a is None else a.detach().to(dtype).requires_grad_(grads) for a in args64]
+    ref_kw = {k: v for k, v in kw.items() if k != "config"}
+    expected = ref_fn(*args64, lengths=lengths, **ref_kw)
+    actual = fused_fn(*args, lengths=lengths, **kw)
+    names = ["out", "h_n", "c_n"]
+    for name, a, e in zip(names, actual, expected):
+        assert a.dtype == dtype, f"{name} dtype {a.dtype} != {dtype}"
+        assert_close(a, e, name=name, dtype=dtype, T=T)
+    if not grads:
+        return
+    g = torch.Generator().manual_seed(1)
+    cots = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
+    leaves64 = [a for a in args64 if a is not None]
+    leaves = [a for a in args if a is not None]
+    expected_g = torch.autograd.grad(expected, leaves64, cots)
+    actual_g = torch.autograd.grad(actual, leaves, [c.to(dtype) for c in cots])
+    arg_names = (["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"] if cell == "lstm"
+                 else ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"])
+    present = [n for n, a in zip(arg_names, args64) if a is not None]
+    for name, a, e in zip(present, actual_g, expected_g):
+        assert a.dtype == dtype, f"grad {name} dtype {a.dtype} != {dtype}"
+        # a gradient sums T*B terms: scale the absolute tolerance by its magnitude
+        atol, rtol = _grad_tol(dtype, T, e)
+        assert_close(a, e, name=f"grad {name}", atol=atol, rtol=rtol)
+
+
+def _grad_tol(dtype, T, e):
+    from fastrnn.testing import tolerances
+    atol, rtol = tolerances(dtype, T)
+    return atol * max(1.0, e.abs().max().item()), rtol

@@ -1,0 +1,109 @@
+"""kernels/lstm.py through fastrnn.fused.lstm_layer, against the float64 reference (interpreter on CPU)."""
+import pytest
+import torch
+
+from fastrnn import fused
+from fastrnn.kernels.config import launch_config
+from layer_cases import SMALL_TILES, case_id, check_layer, layer_args
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+MIXED = [5, 1, 3]  # unsorted, one sequence of length 1, one of full length
+
+CASES = [
+    # (T, B, I, H, P, dtype, reverse, lengths, config)
+    (5, 3, 4, 7, 0, F32, False, None, None),
+    (5, 3, 4, 7, 0, F16, False, None, None),
+    (5, 3, 4, 7, 0, BF16, False, None, None),
+    (5, 3, 4, 7, 0, F32, True, None, None),
+    (5, 3, 4, 7, 0, F32, False, MIXED, None),
+    (5, 3, 4, 7, 0, F32, True, MIXED, None),
+    (5, 3, 4, 8, 5, F32, False, MIXED, None),
+    (5, 3, 4, 8, 5, BF16, True, MIXED, None),
+    (1, 1, 3, 7, 0, F32, False, None, None),
+    (1, 1, 3, 7, 0, F32, True, [1], None),
+    # multi-tile: H=40 is three 16-wide tiles, B=20 two batch tiles, weights streamed
+    (4, 20, 6, 40, 0, F32, False, None, SMALL_TILES),
+    (4, 20, 6, 40, 0, F32, True, [4, 1, 3, 2] * 5, SMALL_TILES),
+    (4, 20, 6, 40, 24, F32, True, [4, 1, 3, 2] * 5, SMALL_TILES),
+    (4, 20, 6, 40, 24, BF16, False, [4, 1, 3, 2] * 5, SMALL_TILES),
+    (4, 17, 6, 40, 0, F16, False, None, SMALL_TILES),
+    # the default heuristic on a hidden size that does not fit one tile (streams W_hh)
+    (3, 2, 5, 100, 0, F32, False, [3, 2], None),
+    # a longer sequence
+    (48, 2, 3, 9, 0, F32, True, [48, 30], None),
+]
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,P,dtype,reverse,lengths,config", CASES,
+    ids=[case_id("lstm", c[0], c[1], c[3], c[5], P=c[4], rev=c[6], len=c[7] is not None, tiles=c[8] is not None)
+         for c in CASES])
+def test_lstm_layer_matches_reference(T, B, I, H, P, dtype, reverse, lengths, config):
+    args = layer_args("lstm", T, B, I, H, P)
+    check_layer(fused.lstm_layer, "lstm", args, dtype, lengths=lengths, reverse=reverse, config=config)
+
+
+def test_no_bias():
+    args = layer_args("lstm", 4, 3, 4, 7, bias=False)
+    check_layer(fused.lstm_layer, "lstm", args, F32, reverse=True, lengths=[4, 2, 3])
+
+
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "streamed"])
+def test_weight_residency_paths_agree(resident):
+    config = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=resident)
+    args = layer_args("lstm", 4, 3, 4, 16)
+    check_layer(fused.lstm_layer, "lstm", args, F32, config=config)
+
+
+def test_heuristic_picks_residency_only_when_it_fits():
+    assert launch_config("lstm", "fwd", 8, 64, 64, BF16, "cuda")["W_RESIDENT"]
+    assert not launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda")["W_RESIDENT"]
+    assert not launch_config("lstm", "fwd", 8, 1024, 1024, BF16, "cuda")["W_RESIDENT"]
+    with pytest.raises(ValueError, match="W_RESIDENT needs"):
+        launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda", override=dict(W_RESIDENT=True, BLOCK_H=32))
+
+
+def test_inference_path_without_saved_activations():
+    args = layer_args("lstm", 5, 3, 4, 8, P=5)
+    with torch.no_grad():
+        check_layer(fused.lstm_layer, "lstm", args, F32, grads=False, lengths=MIXED, reverse=True)
+
+
+def test_outputs_are_fully_written():
+    """Outputs come from torch.empty; a tile the kernel forgot would show as garbage or NaN."""
+    torch.manual_seed(0)
+    x, h0, c0, *w = [a.detach().float() if a is not None else None for a in layer_args("lstm", 3, 20, 4, 40)]
+    out, h_n, c_n = fused.lstm_layer(x, h0, c0, *w, config=SMALL_TILES)
+    for t in (out, h_n, c_n):
+        assert torch.isfinite(t).all()
+
+
+def test_saturated_gates_stay_finite_and_exact():
+    """Huge pre-activations and a cell state that keeps growing: no NaN/Inf, and h equals the
+    reference. With i = f = o = 1 and g = 1 every step adds 1 to c, so c_T = c0 + T."""
+    T, B, H = 120, 2, 4
+    x = torch.full((T, B, 1), 1.0)
+    w_ih = torch.full((4 * H, 1), 1e4)
+    w_hh = torch.zeros(4 * H, H)
+    h0, c0 = torch.zeros(B, H), torch.full((B, H), 1e6)
+    out, h_n, c_n = fused.lstm_layer(x, h0, c0, w_ih, w_hh)
+    assert torch.isfinite(out).all() and torch.isfinite(c_n).all()
+    torch.testing.assert_close(c_n, torch.full((B, H), 1e6 + T))
+    torch.testing.assert_close(h_n, torch.ones(B, H))
+    out, h_n, c_n = fused.lstm_layer(-x, h0, -c0, w_ih, w_hh)  # all gates closed: c decays to 0
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(c_n, torch.zeros(B, H))
+
+
+def test_double_backward_points_to_reference():
+    x, h0, c0, *w = [a.detach().float().requires_grad_() if a is not None else None
+                     for a in layer_args("lstm", 2, 2, 3, 5)]
+    out, h_n, c_n = fused.lstm_layer(x, h0, c0, *w)
+    with pytest.raises(RuntimeError, match="backend='reference'"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+def test_rejects_float64_with_a_pointer_to_reference():
+    x, h0, c0, *w = layer_args("lstm", 2, 2, 3, 5)
+    with pytest.raises(fused.BackendError, match="backend='reference'"):
+        fused.lstm_layer(x, h0, c0, *w)

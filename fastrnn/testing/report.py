@@ -97,9 +97,13 @@ class Report:
         """The AssertionError text: how many cases failed and, per case, what differed."""
         lines = [f"{self.name}: {len(self.failed)}/{len(self.results)} cases failed "
                  f"({str(self.dtype).replace('torch.', '')}, {self.device})"]
+        # Cases that failed the same way (a backend that cannot run at all) are listed once.
+        groups = {}
         for r in self.failed:
-            lines.append(f"  {r.case_id}:")
-            lines += [f"    {msg}" for msg in r.failures]
+            groups.setdefault(tuple(r.failures), []).append(r.case_id)
+        for failures, ids in groups.items():
+            lines.append(f"  {ids[0]}:" if len(ids) == 1 else f"  {len(ids)} cases ({', '.join(ids)}):")
+            lines += [f"    {msg}" for msg in failures]
         return "\n".join(lines)
 
     def __str__(self):

@@ -1,0 +1,136 @@
+"""`python -m fastrnn check`: the oracle's battery for every fastrnn backend and torch.nn, here.
+
+Runs `fastrnn.testing.check_module` on fastrnn.RNN / fastrnn.LSTM with each backend that can run
+on the device, and on torch.nn.RNN / torch.nn.LSTM, prints a pass/fail table with the max errors
+against the float64 reference, and exits with status 1 on any failure. A user with a GPU verifies
+the kernels on their own hardware in one command.
+
+On a CPU the "triton" backend runs through Triton's interpreter, which Triton reads when a kernel
+is decorated (when fastrnn.kernels is first imported). If TRITON_INTERPRET is unset and the kernels
+are not imported yet, this command sets TRITON_INTERPRET=1 itself; otherwise the triton rows fail
+and say how to rerun.
+"""
+import functools
+import math
+import os
+import sys
+
+import torch
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+IMPLS = ("torch", "reference", "aten", "triton")  # "torch" is torch.nn itself
+
+
+def add_arguments(parser):
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="device to check on (default: cuda if available, else cpu)")
+    parser.add_argument("--backend", action="append", choices=IMPLS, dest="backends", metavar="NAME",
+                        help=f"check only this implementation (repeatable; one of {', '.join(IMPLS)}; "
+                             "default: torch.nn and every fastrnn backend that can run here)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES),
+                        help="dtype of the checked modules (default: float64, float32 for triton)")
+    parser.add_argument("--quick", action="store_true", help="about half of the battery")
+    parser.add_argument("--cases", action="append", metavar="SUBSTRING",
+                        help="only cases whose id contains SUBSTRING (repeatable), e.g. packed, LSTM-T1")
+    parser.add_argument("--atol", type=float, help="override the absolute tolerance")
+    parser.add_argument("--rtol", type=float, help="override the relative tolerance")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every case, not only a summary")
+
+
+def unavailable_reason(impl, device):
+    """Why `impl` cannot run on `device` here, or None when it can."""
+    from .backends import BACKENDS, triton_available
+    if impl == "torch" or impl == "reference":
+        return None
+    if impl not in BACKENDS:
+        return f"this fastrnn has no {impl!r} backend"
+    if impl == "triton":
+        if not triton_available():
+            return "the triton package is not installed"
+        if torch.device(device).type not in ("cuda", "cpu"):
+            return f"Triton does not run on {device}"
+    return None
+
+
+def _enable_interpreter(impls, device):
+    """Set TRITON_INTERPRET=1 for a CPU check of the triton backend, while that still works.
+    Returns a note for the header, or ''."""
+    if "triton" not in impls or torch.device(device).type != "cpu" or os.environ.get("TRITON_INTERPRET"):
+        return ""
+    if "fastrnn.kernels" in sys.modules:
+        return "(TRITON_INTERPRET unset and fastrnn.kernels already imported: triton cannot run on CPU)"
+    os.environ["TRITON_INTERPRET"] = "1"
+    return "(set TRITON_INTERPRET=1 to run the triton kernels on CPU)"
+
+
+def _factories(impl):
+    """[(label, factory)] for the RNN and the LSTM of one implementation."""
+    if impl == "torch":
+        return [("torch.nn.RNN", "RNN", torch.nn.RNN), ("torch.nn.LSTM", "LSTM", torch.nn.LSTM)]
+    import fastrnn
+    return [(f"fastrnn.{cls.__name__}[{impl}]", cls.__name__, functools.partial(cls, backend=impl))
+            for cls in (fastrnn.RNN, fastrnn.LSTM)]
+
+
+def _fmt(err):
+    return "-" if math.isnan(err) else f"{err:.2e}"  # nan: no case produced a comparable output
+
+
+def main(args):
+    from .testing import check_module, default_cases
+
+    device = args.device
+    explicit = bool(args.backends)
+    impls = list(dict.fromkeys(args.backends or IMPLS))
+    note = _enable_interpreter(impls, device)
+    header = (f"fastrnn check on {device}: torch {torch.__version__}"
+              + (f", TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}" if os.environ.get("TRITON_INTERPRET") else ""))
+    print(header + (f" {note}" if note else ""))
+
+    rows, reports, failed = [], [], False
+    for impl in impls:
+        reason = unavailable_reason(impl, device)
+        if reason is not None:
+            # Asked for by name: a failure. Found unavailable while listing: say so and go on.
+            failed |= explicit
+            rows.append((f"{impl}", "-", "-", "-", "-", "-", f"{'FAIL' if explicit else 'SKIP'}: {reason}"))
+            continue
+        dtype = DTYPES[args.dtype] if args.dtype else (torch.float32 if impl == "triton" else torch.float64)
+        for label, kind, factory in _factories(impl):
+            cases = default_cases(kind, args.quick)
+            if args.cases:  # --cases LSTM-T1 selects no RNN case: that row is left out
+                cases = [c for c in cases if any(s in c.id for s in args.cases)]
+                if not cases:
+                    continue
+            report = check_module(factory, dtype=dtype, device=device, cases=cases, kind=kind,
+                                  atol=args.atol, rtol=args.rtol, name=label, raise_on_failure=False)
+            reports.append(report)
+            failed |= not report.passed
+            n_pass = len(report.results) - len(report.failed)
+            rows.append((label, report.kind, str(dtype).replace("torch.", ""), f"{n_pass}/{len(report.results)}",
+                         _fmt(report.max_abs), _fmt(report.max_rel), "PASS" if report.passed else "FAIL"))
+
+    if args.verbose:
+        for report in reports:
+            print("\n" + report.table())
+        print()
+    if not rows:
+        print(f"no case id contains any of {args.cases}")
+        return 1
+    titles = ("implementation", "kind", "dtype", "passed", "max abs", "max rel", "result")
+    widths = [max(len(str(r[i])) for r in rows + [titles]) for i in range(len(titles))]
+    for row in [titles] + rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    for report in reports:
+        if not report.passed:
+            print("\n" + report.failure_message())
+    print(f"\n{'FAILED' if failed else 'all passed'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    import argparse
+    _parser = argparse.ArgumentParser(prog="python -m fastrnn.check", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

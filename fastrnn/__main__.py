@@ -12,14 +12,15 @@ COMMANDS = {
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m fastrnn")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        p.set_defaults(module=module)
-        importlib.import_module(module).add_arguments(p)
+        if argv and argv[0] == name:  # import only the command that runs (each pulls in its own deps)
+            importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
-    return importlib.import_module(args.module).main(args)
+    return importlib.import_module(COMMANDS[args.command][0]).main(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""The fused kernels as `torch.library` custom ops, so torch.compile and torch.export see one op.
+
+Four ops, each a pure function (no input is mutated, no output aliases an input):
+
+  fastrnn::elman_fwd(xg, h0, w_hh, lengths, reverse, relu, config) -> (out, h_n)
+  fastrnn::elman_bwd(dout, dh_n, out, w_hh, lengths, reverse, relu, config) -> (dG, dh0)
+  fastrnn::lstm_fwd(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config)
+      -> (out, h_n, c_n, gates, cs, m)
+  fastrnn::lstm_bwd(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, gates, cs, reverse, config)
+      -> (dG, dh0, dc0, dH)
+
+Shapes: xg [T, B, G*H] (G = 1 Elman, 4 LSTM, order i|f|g|o), h0 [B, R], c0 [B, H], w_hh [G*H, R],
+w_hr [R, H] or None, lengths [B] int32 or None, out [T, B, R]. The LSTM forward returns the
+activations its backward needs as extra fp32 outputs (gates [T, B, 4H], cs [T, B, H], m [T, B, H]
+with a projection); when `save` is False or there is no projection they are empty [0] tensors,
+because a custom op cannot return None. dG/dh0/dc0/dH come back in fp32; the autograd formula
+(registered below) does the weight-gradient GEMMs with ordinary torch ops and casts, so a compiled
+backward graph holds one opaque op per layer and direction plus GEMMs Inductor can see.
+
+`config` (launch overrides, a dict used by tests and tuning) travels as a JSON string: a schema
+cannot hold a dict, and a string is a constant to Dynamo, so every call, eager or compiled, goes
+through the same ops. Each op has a fake (meta) implementation giving output shapes and dtypes.
+"""
+import json
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .kernels.elman import elman_bwd, elman_fwd
+from .kernels.lstm import lstm_bwd, lstm_fwd
+
+__all__ = ["elman", "lstm", "encode_config"]
+
+
+def encode_config(config):
+    """dict of launch overrides (or None) -> the op's `config` string (or None)."""
+    return None if config is None else json.dumps(config, sort_keys=True)
+
+
+def _decode(config):
+    return None if config is None else json.loads(config)
+
+
+def _none_if_empty(t):
+    return None if t.numel() == 0 else t
+
+
+def _f32(like, *shape):
+    return like.new_empty(shape, dtype=torch.float32)
+
+
+def _zeros_if_none(g, like):
+    return torch.zeros_like(like) if g is None else g
+
+
+def _no_double_backward():
+    # backward runs with grad mode on only under create_graph=True: a second derivative is wanted
+    if torch.is_grad_enabled():
+        raise RuntimeError("fastrnn's triton backend has no double backward (its backward is a fused "
+                           "kernel); use backend='reference' for higher-order gradients")
+
+
+def _previous_h(out, h0, lengths, reverse):
+    """H_prev [T, B, R]: the state each step multiplied by W_hh (only read where the step is active)."""
+    h0 = h0.to(out.dtype)[None]
+    if not reverse:
+        return torch.cat([h0, out[:-1]])
+    prev = torch.cat([out[1:], h0])
+    if lengths is None:
+        return prev
+    # the reverse walk starts each sequence at its own last step, from h0
+    t = torch.arange(out.shape[0], device=out.device)[:, None, None]
+    return torch.where(t + 1 < lengths.to(out.device).long()[None, :, None], prev, h0)
+
+
+def _weight_grad(dg, x):
+    """sum over t, b of dg[t, b, :]^T x[t, b, :] -> [N, K], in fp32."""
+    return dg.reshape(-1, dg.shape[-1]).t() @ x.reshape(-1, x.shape[-1]).float()
+
+
+# --- Elman --------------------------------------------------------------------------------------
+@torch.library.custom_op("fastrnn::elman_fwd", mutates_args=())
+def elman_fwd_op(xg: Tensor, h0: Tensor, w_hh: Tensor, lengths: Optional[Tensor], reverse: bool,
+                 relu: bool, config: Optional[str]) -> tuple[Tensor, Tensor]:
+    xg = xg.contiguous()
+    out = torch.empty(xg.shape, device=xg.device, dtype=xg.dtype)
+    h_n = elman_fwd(xg, w_hh.contiguous(), h0.contiguous(), lengths, out, reverse=reverse, relu=relu,
+                    config=_decode(config))
+    return out, h_n.to(xg.dtype, copy=True)  # a copy: h_n is a view of the launcher's buffer
+
+
+@elman_fwd_op.register_fake
+def _(xg, h0, w_hh, lengths, reverse, relu, config):
+    return torch.empty_like(xg), xg.new_empty(h0.shape)
+
+
+@torch.library.custom_op("fastrnn::elman_bwd", mutates_args=())
+def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, lengths: Optional[Tensor],
+                 reverse: bool, relu: bool, config: Optional[str]) -> tuple[Tensor, Tensor]:
+    dg, dh0 = elman_bwd(dout.contiguous(), dh_n.contiguous(), out.contiguous(), w_hh.contiguous(),
+                        lengths, reverse=reverse, relu=relu, config=_decode(config))
+    return dg, dh0.clone()
+
+
+@elman_bwd_op.register_fake
+def _(dout, dh_n, out, w_hh, lengths, reverse, relu, config):
+    return _f32(out, *out.shape), _f32(out, *dh_n.shape)
+
+
+def _elman_setup(ctx, inputs, output):
+    xg, h0, w_hh, lengths, reverse, relu, config = inputs
+    ctx.save_for_backward(h0, w_hh, lengths, output[0])
+    ctx.opts = dict(reverse=reverse, relu=relu, config=config)
+
+
+def _elman_backward(ctx, dout, dh_n):
+    _no_double_backward()
+    h0, w_hh, lengths, out = ctx.saved_tensors
+    dg, dh0 = elman_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), out, w_hh, lengths,
+                           **ctx.opts)
+    dw_hh = _weight_grad(dg, _previous_h(out, h0, lengths, ctx.opts["reverse"]))
+    return dg.to(out.dtype), dh0.to(h0.dtype), dw_hh.to(w_hh.dtype), None, None, None, None
+
+
+elman_fwd_op.register_autograd(_elman_backward, setup_context=_elman_setup)
+
+
+# --- LSTM ---------------------------------------------------------------------------------------
+@torch.library.custom_op("fastrnn::lstm_fwd", mutates_args=())
+def lstm_fwd_op(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+                lengths: Optional[Tensor], reverse: bool, save: bool, config: Optional[str]
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    xg = xg.contiguous()
+    T, B, _ = xg.shape
+    out = torch.empty((T, B, w_hh.shape[1]), device=xg.device, dtype=xg.dtype)
+    h_n, c_n, saved = lstm_fwd(xg, w_hh.contiguous(), None if w_hr is None else w_hr.contiguous(),
+                               h0.contiguous(), c0.contiguous(), lengths, out, reverse=reverse,
+                               save=save, config=_decode(config))
+    gates, cs, m = saved if save else (_f32(xg, 0), _f32(xg, 0), None)
+    # copies: h_n/c_n are views of the launcher's buffers, and empty outputs must not alias
+    return (out, h_n.to(xg.dtype, copy=True), c_n.to(xg.dtype, copy=True), gates, cs,
+            _f32(xg, 0) if m is None else m)
+
+
+@lstm_fwd_op.register_fake
+def _(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
+    T, B, G = xg.shape
+    H, R = G // 4, w_hh.shape[1]
+    saved = (_f32(xg, T, B, G), _f32(xg, T, B, H)) if save else (_f32(xg, 0), _f32(xg, 0))
+    m = _f32(xg, T, B, H) if (save and w_hr is not None) else _f32(xg, 0)
+    return (xg.new_empty((T, B, R)), xg.new_empty((B, R)), xg.new_empty((B, H))) + saved + (m,)
+
+
+@torch.library.custom_op("fastrnn::lstm_bwd", mutates_args=())
+def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+                c0: Tensor, lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
+                config: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    dg, dh0, dc0, dhs = lstm_bwd(dout.contiguous(), dh_n.contiguous(), dc_n.contiguous(),
+                                 w_hh.contiguous(), None if w_hr is None else w_hr.contiguous(),
+                                 c0, lengths, (gates, cs, None), reverse=reverse, config=_decode(config))
+    return dg, dh0.clone(), dc0.clone(), _f32(dg, 0) if dhs is None else dhs
+
+
+@lstm_bwd_op.register_fake
+def _(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, gates, cs, reverse, config):
+    dhs = _f32(gates, *dout.shape) if w_hr is not None else _f32(gates, 0)
+    return _f32(gates, *gates.shape), _f32(gates, *dh_n.shape), _f32(gates, *dc_n.shape), dhs
+
+
+def _lstm_setup(ctx, inputs, output):
+    xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config = inputs
+    out, _, _, gates, cs, m = output
+    if save:
+        ctx.save_for_backward(h0, c0, w_hh, w_hr, lengths, out, gates, cs, m)
+    ctx.opts = dict(reverse=reverse, config=config)
+
+
+def _lstm_backward(ctx, dout, dh_n, dc_n, *_saved_grads):
+    _no_double_backward()
+    h0, c0, w_hh, w_hr, lengths, out, gates, cs, m = ctx.saved_tensors
+    dg, dh0, dc0, dhs = lstm_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0),
+                                    _zeros_if_none(dc_n, c0), w_hh, w_hr, c0, lengths, gates, cs,
+                                    **ctx.opts)
+    dw_hh = _weight_grad(dg, _previous_h(out, h0, lengths, ctx.opts["reverse"]))
+    dw_hr = None if w_hr is None else _weight_grad(dhs, m).to(w_hr.dtype)
+    return (dg.to(out.dtype), dh0.to(h0.dtype), dc0.to(c0.dtype), dw_hh.to(w_hh.dtype), dw_hr,
+            None, None, None, None)
+
+
+lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
+
+
+# --- the calls fastrnn.fused makes --------------------------------------------------------------
+def elman(xg, h0, w_hh, lengths, reverse, relu, config):
+    """xg: [T, B, H], h0: [B, H], w_hh: [H, H], lengths: [B] int32 or None -> (out [T, B, H], h_n [B, H])."""
+    return elman_fwd_op(xg, h0, w_hh, lengths, reverse, relu, encode_config(config))
+
+
+def lstm(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
+    """xg: [T, B, 4H], h0: [B, R], c0: [B, H], w_hh: [4H, R], w_hr: [R, H] or None
+    -> (out [T, B, R], h_n [B, R], c_n [B, H])."""
+    out, h_n, c_n, *_ = lstm_fwd_op(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, encode_config(config))
+    return out, h_n, c_n

@@ -10,7 +10,7 @@ import torch
 
 from .backends import check_backend_name
 from .functional import rnn_stack
-from .modules import dtype_mismatch
+from .modules import autocast_args, dtype_mismatch
 
 __all__ = ["RNNCell", "LSTMCell"]
 
@@ -57,6 +57,9 @@ class _CellMixin:
 
     def _step(self, mode, x, hx, weights):
         """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n))."""
+        if x.is_cuda and torch.is_autocast_enabled("cuda"):
+            # torch's cells run in the autocast dtype on CUDA (on CPU they stay in their own).
+            x, hx, (weights,) = autocast_args("cuda", x, hx, [weights])
         return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
                          backend=self.backend)
 

@@ -29,6 +29,15 @@ def dtype_mismatch(kind, got, want):
                         f"{_SCALAR_NAMES.get(got, got)} and {_SCALAR_NAMES.get(want, want)}")
 
 
+def autocast_args(device_type, x, hx, weights):
+    """Cast x, hx (a tensor or a tuple) and the weight tuples to the autocast dtype: under
+    autocast torch's RNN and LSTM run wholly in it, so one backend call sees one dtype."""
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = (lambda t: None if t is None else t.to(dtype))  # noqa: E731
+    hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
+    return cast(x), hx, [tuple(map(cast, w)) for w in weights]
+
+
 class _StackMixin:
     """forward / repr / flatten_parameters shared by RNN and LSTM; sits before torch's class
     in the MRO so its methods win while torch's __init__ and helpers stay in use."""
@@ -112,7 +121,10 @@ class _StackMixin:
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         self._check_hx_dtype(x, hx)
-        return rnn_stack(x, hx, self._layer_weights(), mode=self.mode, num_layers=self.num_layers,
+        weights = self._layer_weights()
+        if torch.is_autocast_enabled(x.device.type):
+            x, hx, weights = autocast_args(x.device.type, x, hx, weights)
+        return rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
                          bidirectional=self.bidirectional, dropout=self.dropout,
                          training=self.training, lengths=lengths, backend=self.backend)
 

@@ -5,6 +5,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import fastrnn
+from fastrnn.testing import assert_close
 
 I, H, L = 4, 6, 2
 
@@ -102,8 +103,12 @@ def test_packed_hidden_size_is_checked(name):
     assert str(info.value) == want
 
 
-def test_input_dtype_check_is_skipped_under_autocast():
-    fast, _ = pair("LSTM")
+@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16], ids=["f32-in", "bf16-in"])
+def test_autocast_skips_the_dtype_check_and_runs_in_the_autocast_dtype_like_torch(name, in_dtype):
+    fast, ref = pair(name, bidirectional=True)
+    x = r(5, 3, I, dtype=in_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, _ = fast(r(3, 2, I, dtype=torch.bfloat16))
-    assert torch.isfinite(out).all()
+        got, want = fast(x), ref(x)
+    assert got[0].dtype == want[0].dtype == torch.bfloat16
+    assert_close(got[0], want[0], name="output", dtype=torch.bfloat16, T=5)

@@ -28,7 +28,7 @@ CONFIGS = [
 ]
 # (T, B). The biggest grid in this file: thin it for slow backends (the Triton interpreter).
 SHAPES = [(1, 1), (5, 3)]
-FORMS = ["hx", "nohx", "unbatched", "packed", "packed-unsorted-hx"]
+FORMS = ["hx", "nohx", "unbatched", "packed-hx", "packed-unsorted", "packed-unsorted-hx"]
 
 
 def run_dtype(backend):
@@ -65,14 +65,14 @@ def make_inputs(name, kw, T, B, form):
     unbatched = form == "unbatched"
     if packed:
         lengths = [T] * B if T == 1 else [max(1, T - 3), T, T - 1][:B]
-        if form == "packed":  # enforce_sorted=True needs decreasing lengths
+        if form == "packed-hx":  # enforce_sorted=True needs decreasing lengths
             lengths = sorted(lengths, reverse=True)
         masters = [torch.randn(n, I, dtype=torch.float64) for n in lengths]
         names = [f"x{b}" for b in range(B)]
     else:
         shape = (T, I) if unbatched else ((B, T, I) if kw.get("batch_first") else (T, B, I))
         masters, names = [torch.randn(shape, dtype=torch.float64)], ["x"]
-    with_hx = form in ("hx", "unbatched", "packed-unsorted-hx")
+    with_hx = form.endswith("hx") and form != "nohx"
     if with_hx:
         hshape = (L * D, R) if unbatched else (L * D, B, R)
         masters.append(torch.randn(hshape, dtype=torch.float64))
@@ -84,7 +84,7 @@ def make_inputs(name, kw, T, B, form):
 
     def call(module, leaves):
         xs, hs = leaves[:n_x], leaves[n_x:]
-        x = pack_sequence(xs, enforce_sorted=form == "packed") if packed else xs[0]
+        x = pack_sequence(xs, enforce_sorted=form == "packed-hx") if packed else xs[0]
         hx = None if not hs else (tuple(hs) if is_lstm else hs[0])
         return module(x, hx)
 

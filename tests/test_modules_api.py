@@ -178,3 +178,17 @@ def test_device_and_dtype_factory_arguments(pair):
     half = pair[0](5, 6).to(torch.float64)  # .to() refreshes _flat_weights
     assert half._flat_weights[0].dtype == torch.float64
     assert half(torch.randn(2, 1, 5, dtype=torch.float64))[0].dtype == torch.float64
+
+
+def test_compiles_as_one_graph_once_dynamo_allows_rnn_subclasses():
+    """Dynamo refuses every isinstance(m, nn.LSTM) unless allow_rnn is set (torch's own modules
+    then graph-break inside); with it, fastrnn's forward compiles whole (padded input)."""
+    import torch._dynamo
+
+    m = fastrnn.LSTM(3, 4, num_layers=2, batch_first=True, backend="reference")
+    x = torch.randn(2, 3, 3)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        out, (h, c) = torch.compile(m, fullgraph=True, backend="eager")(x)
+    want, (wh, wc) = m(x)
+    for a, b in ((out, want), (h, wh), (c, wc)):
+        torch.testing.assert_close(a, b)

@@ -25,7 +25,7 @@ def one_thread():
 
 
 # name -> the accuracy the quick run must beat (chance is 0.1 for digits, 0.125 tags, 0.1 digits)
-TRAINED = {"digits_classifier": 0.5, "tagger": 0.9, "seq2seq": 0.5}
+TRAINED = {"digits_classifier": 0.4, "tagger": 0.9, "seq2seq": 0.5}
 
 
 @pytest.mark.parametrize("name", list(TRAINED))

@@ -1,0 +1,138 @@
+"""torch.compile(fullgraph=True) and torch.export over fastrnn modules.
+
+Compiled runs use the "aot_eager" compiler backend: it runs Dynamo (fullgraph: any graph break
+fails) and AOTAutograd (the custom ops' fake implementations and autograd formula) exactly as
+Inductor would, without minutes of C++ compilation on a 2-core CI machine.
+
+Dynamo refuses every module that is an instance of torch.nn.RNN/LSTM/GRU unless
+torch._dynamo.config.allow_rnn is set; fastrnn's modules subclass torch's (so parameters and
+state_dict stay torch's), hence the `allow_rnn` fixture, the one switch a user sets too.
+"""
+import pytest
+import torch
+from torch._dynamo.backends.debugging import aot_eager
+
+import fastrnn
+from fastrnn import aten
+
+CASES = [  # (cell, module kwargs)
+    ("LSTM", dict(num_layers=1, bidirectional=True, proj_size=3)),
+    ("RNN", dict(num_layers=1, bidirectional=True, nonlinearity="relu")),
+]
+CASE_IDS = ["LSTM-L1-bi-P3", "RNN-L1-bi-relu"]
+T, B, I, H = 3, 2, 3, 5
+
+
+@pytest.fixture(autouse=True)
+def allow_rnn(monkeypatch):
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _recording_backend(graphs):
+    """A compiler backend that keeps each Dynamo graph, then compiles it like aot_eager."""
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+    return backend
+
+
+def _fastrnn_ops(graphs):
+    return [str(n.target) for g in graphs for n in g.graph.nodes if "fastrnn" in str(n.target)]
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("cell,kwargs", CASES, ids=CASE_IDS)
+def test_compiled_module_matches_eager(cell, kwargs, backend):
+    torch.manual_seed(0)
+    model = getattr(fastrnn, cell)(I, H, backend=backend, **kwargs)
+    x = torch.randn(T, B, I, requires_grad=True)
+    graphs = []
+    compiled = torch.compile(model, fullgraph=True, backend=_recording_backend(graphs))
+    params = [x, *model.parameters()]
+    eager_out = model(x)
+    comp_out = compiled(x)
+    leaves_e = torch.utils._pytree.tree_leaves(eager_out)
+    leaves_c = torch.utils._pytree.tree_leaves(comp_out)
+    cots = [torch.randn_like(t) for t in leaves_e]
+    for e, c in zip(leaves_e, leaves_c):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+    grads_e = torch.autograd.grad(leaves_e, params, cots)
+    grads_c = torch.autograd.grad(leaves_c, params, cots)
+    for e, c in zip(grads_e, grads_c):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+    assert len(graphs) == 1
+    ops = _fastrnn_ops(graphs)
+    if backend == "triton":  # one opaque op per layer and direction, nothing traced inside it
+        D = 2 if kwargs["bidirectional"] else 1
+        fwd = "fastrnn.lstm_fwd.default" if cell == "LSTM" else "fastrnn.elman_fwd.default"
+        assert ops == [fwd] * (kwargs["num_layers"] * D)
+    else:
+        assert ops == []
+
+
+def test_compiled_triton_with_hidden_state_and_no_grad():
+    """Inference path (no saved activations) and a user-given (h0, c0) under compile."""
+    torch.manual_seed(0)
+    model = fastrnn.LSTM(I, H, batch_first=True, backend="triton")
+    x, hx = torch.randn(B, T, I), (torch.randn(1, B, H), torch.randn(1, B, H))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        want, got = model(x, hx), compiled(x, hx)
+    for e, c in zip(torch.utils._pytree.tree_leaves(want), torch.utils._pytree.tree_leaves(got)):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+
+
+def test_aten_stack_compiles_fullgraph():
+    """The aten backend's one-call stack (torch._VF) traces without a graph break when every
+    sequence is T long; variable lengths (packing) are data-dependent and do not (documented)."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, num_layers=2)
+    weights = [tuple(getattr(ref, f"{k}_l{layer}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+               + (None,) for layer in range(2)]
+    hx = (torch.zeros(2, B, H), torch.zeros(2, B, H))
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def run(x):
+        return aten.run_stack(x, hx, weights, mode="LSTM", num_layers=2, bidirectional=False)
+
+    out_e, (h_e, c_e) = run(x)
+    out_c, (h_c, c_c) = torch.compile(run, fullgraph=True, backend="aot_eager")(x)
+    for e, c in ((out_e, out_c), (h_e, h_c), (c_e, c_c)):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+    g_e = torch.autograd.grad(out_e.sum(), [x, *ref.parameters()])
+    g_c = torch.autograd.grad(out_c.sum(), [x, *ref.parameters()])
+    for e, c in zip(g_e, g_c):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+
+
+class _Tagger(torch.nn.Module):
+    """A small model around a fastrnn LSTM: batch-first sequence in, per-step logits out."""
+
+    def __init__(self, backend):
+        super().__init__()
+        self.rnn = fastrnn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, backend=backend)
+        self.head = torch.nn.Linear(2 * H, 2)
+
+    def forward(self, x):
+        out, (h_n, _) = self.rnn(x)
+        return self.head(out), h_n
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes self.rnn._flat_weights")
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_export_for_inference_runs(backend):
+    torch.manual_seed(0)
+    model = _Tagger(backend).eval()
+    x = torch.randn(B, T, I)
+    program = torch.export.export(model, (x,))
+    ops = [str(n.target) for n in program.graph.nodes if "fastrnn" in str(n.target)]
+    assert ops == (["fastrnn.lstm_fwd.default"] * 4 if backend == "triton" else [])
+    x2 = torch.randn(B, T, I)  # the program runs on new data, not only on what it was traced with
+    with torch.no_grad():
+        want = model(x2)
+    got = program.module()(x2)
+    for e, c in zip(want, got):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)

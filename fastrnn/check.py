@@ -87,6 +87,11 @@ def main(args):
     header = (f"fastrnn check on {device}: torch {torch.__version__}"
               + (f", TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}" if os.environ.get("TRITON_INTERPRET") else ""))
     print(header + (f" {note}" if note else ""))
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    if torch.device(device).type == "cuda" and tf32:
+        # TF32 rounds fp32 matmul inputs to 10 mantissa bits: by design outside fp32 tolerances.
+        print("note: TF32 is allowed (torch.backends.cuda.matmul / cudnn .allow_tf32); float32 rows "
+              "measure TF32 rounding too. The float64 rows are unaffected.")
 
     rows, reports, failed = [], [], False
     for impl in impls:

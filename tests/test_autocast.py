@@ -1,0 +1,70 @@
+"""Under CPU bfloat16 autocast, fastrnn modules return what torch.nn's return and the triton
+backend runs its kernels in bfloat16 (the recurrent weights reach the op cast, like xg).
+
+torch.nn.RNN and torch.nn.LSTM under CPU bf16 autocast return bf16 output and states; gradients
+reach the fp32 parameters and input in fp32. (CUDA fp16/bf16 autocast takes the same code path:
+fastrnn.fused casts to torch.get_autocast_dtype of the input's device.)
+"""
+import pytest
+import torch
+
+import fastrnn
+from fastrnn import fused
+
+T, B, I, H = 3, 2, 3, 8
+CELLS = {"LSTM": (fastrnn.LSTM, torch.nn.LSTM), "RNN": (fastrnn.RNN, torch.nn.RNN)}
+
+
+def _pair(cell, backend):
+    ours, theirs = CELLS[cell]
+    torch.manual_seed(0)
+    ref = theirs(I, H, num_layers=2)
+    model = ours(I, H, num_layers=2, backend=backend)
+    model.load_state_dict(ref.state_dict())
+    return model, ref
+
+
+def _leaves(result):
+    return torch.utils._pytree.tree_leaves(result)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+def test_bf16_autocast_returns_what_torch_returns(cell, backend):
+    model, ref = _pair(cell, backend)
+    x = torch.randn(T, B, I, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = model(x), ref(x)
+    for g, w in zip(_leaves(got), _leaves(want)):
+        assert g.dtype == w.dtype == torch.bfloat16
+        # both round to bf16 at every step: a few bf16 ulps apart, far below a wrong gate's error
+        torch.testing.assert_close(g.float(), w.float(), atol=2e-2, rtol=2e-2)
+    cot = [torch.randn(w.shape) for w in _leaves(want)]
+    params = [x, *model.parameters()]
+    grads = torch.autograd.grad([g.float() for g in _leaves(got)], params, cot)
+    ref_grads = torch.autograd.grad([w.float() for w in _leaves(want)], [x, *ref.parameters()], cot)
+    for g, w in zip(grads, ref_grads):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+def test_triton_kernels_run_in_bf16_under_autocast(cell, monkeypatch):
+    seen = []
+    name = "lstm" if cell == "LSTM" else "elman"
+    real = getattr(fused.library, name)
+
+    def spy(xg, h0, *rest):
+        seen.append((xg.dtype, rest[1 if cell == "LSTM" else 0].dtype))  # (xg, w_hh) dtypes
+        return real(xg, h0, *rest)
+
+    monkeypatch.setattr(fused.library, name, spy)
+    model, _ = _pair(cell, "triton")
+    x = torch.randn(T, B, I)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert seen == [(torch.bfloat16, torch.bfloat16)] * 2
+    seen.clear()
+    with torch.no_grad():
+        model(x)  # outside autocast nothing is cast
+    assert seen == [(torch.float32, torch.float32)] * 2

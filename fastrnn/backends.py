@@ -71,6 +71,8 @@ def layer_ops(backend):
         from . import reference as ops
     elif backend == "triton":
         from . import fused as ops
+    elif backend == "aten":
+        from . import aten as ops
     else:
         raise ValueError(f"not a concrete backend: {backend!r}")
     return ops.elman_layer, ops.lstm_layer

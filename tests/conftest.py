@@ -15,7 +15,7 @@ def _seed():
 
 
 # Backends the module-level tests run on. "triton" runs its kernels through the interpreter here.
-MODULE_BACKENDS = ["reference", "triton"]
+MODULE_BACKENDS = ["reference", "aten", "triton"]
 
 
 @pytest.fixture(params=MODULE_BACKENDS)

@@ -28,7 +28,7 @@ def _leaves(result):
     return torch.utils._pytree.tree_leaves(result)
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
 @pytest.mark.parametrize("cell", ["LSTM", "RNN"])
 def test_bf16_autocast_returns_what_torch_returns(cell, backend):
     model, ref = _pair(cell, backend)

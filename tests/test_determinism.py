@@ -48,7 +48,7 @@ def _assert_bitwise(first, second):
 
 
 @pytest.mark.parametrize("lengths", [None, [4, 1, 3]], ids=["full", "packed"])
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
 @pytest.mark.parametrize("cell", ["LSTM", "RNN"])
 def test_module_runs_are_bitwise_identical(cell, backend, lengths):
     _assert_bitwise(_run_module(cell, backend, lengths), _run_module(cell, backend, lengths))

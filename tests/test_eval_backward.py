@@ -16,7 +16,7 @@ def _pair(cell, backend, dtype=torch.float32):
     return model.eval(), ref.eval()
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
 @pytest.mark.parametrize("cell", ["LSTM", "RNN"])
 def test_backward_in_eval_mode_matches_torch(cell, backend):
     model, ref = _pair(cell, backend)

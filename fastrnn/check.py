@@ -61,7 +61,7 @@ def _enable_interpreter(impls, device):
     if "fastrnn.kernels" in sys.modules:
         return "(TRITON_INTERPRET unset and fastrnn.kernels already imported: triton cannot run on CPU)"
     os.environ["TRITON_INTERPRET"] = "1"
-    return "(set TRITON_INTERPRET=1 to run the triton kernels on CPU)"
+    return "(this command set TRITON_INTERPRET=1 so the triton kernels run on CPU)"
 
 
 def _factories(impl):

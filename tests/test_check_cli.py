@@ -62,5 +62,5 @@ def test_command_line_sets_the_interpreter_itself(env_without_interpreter):
                            "--cases", "LSTM-T1"], capture_output=True, text=True, env=env_without_interpreter,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "set TRITON_INTERPRET=1" in proc.stdout
+    assert "this command set TRITON_INTERPRET=1" in proc.stdout
     assert "fastrnn.LSTM[triton]" in proc.stdout and "PASS" in proc.stdout

@@ -1,0 +1,342 @@
+"""`python -m fastrnn inspect`: compile every kernel configuration for sm_80 and sm_90, check resources.
+
+No GPU is needed. For each point of a shape grid (cell, pass, dtype, B, H, training or inference,
+direction, lengths) this runs the real launcher (kernels/elman.py, kernels/lstm.py) with the
+launch configuration a GPU would get (`launch_config(..., device="cuda")`), but with the kernel
+replaced by a recorder, so it sees exactly the arguments and constexprs a launch passes. Triton's
+own binder turns them into the specialization a GPU launch compiles (argument dtypes, constexprs,
+None pointers, ints equal to 1, 16-divisibility). Points with the same specialization and
+num_warps are one compile. Each distinct kernel is compiled for each architecture with
+`triton.compile`, and the cubin's resources are read with the Triton wheel's `cuobjdump -res-usage`:
+registers, stack and local memory (a spill when either is non-zero) and static shared memory, plus
+Triton's dynamic shared memory (`metadata.shared`). A kernel FAILs if it spills or if static +
+dynamic shared memory exceeds the architecture's per-block limit; the command then exits with 1.
+"""
+import contextlib
+import importlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import namedtuple
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+ARCHS = (80, 90)
+# Max shared memory per block with the opt-in Triton uses: A100 163 KiB, H100 227 KiB.
+SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CELLS = ("elman", "lstm", "lstm-proj")  # lstm-proj: proj_size P = H / 2
+HS = (32, 64, 128, 256, 512, 1024, 2048)
+BS = (1, 16, 64, 256)
+# --quick: still every tile kind (W_hh resident at H = 32, 64, 128, streamed at 2048; BLOCK_B 16
+# with B = 1 specialized, and 32), the fp32 and the tensor-core dot; fp16 compiles like bf16.
+QUICK_HS = (32, 64, 128, 2048)
+QUICK_BS = (1, 64)
+QUICK_DTYPES = ("fp32", "bf16")
+T = 5  # any T but 1 (Triton makes an int argument equal to 1 a constexpr) compiles the same kernel
+
+# One launch the dispatcher can make. train: the forward saves for backward (LSTM SAVE); the
+# backward runs only in training. tf32: fp32 with torch.backends.cuda.matmul.allow_tf32 set.
+Case = namedtuple("Case", "cell pass_ dtype B H train reverse lengths relu tf32")
+
+
+def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS):
+    """Every launch of the grid, as Cases. flags="worst" keeps one setting of the flags that do not
+    change tiles (REVERSE, HAS_LENGTHS, tanh: the most code) and leaves out TF32 (opt-in);
+    "all" enumerates them all (about five times the compiles)."""
+    two = (False, True) if flags == "all" else (True,)
+    cases = []
+    for cell in cells:
+        for dtype in dtypes:
+            for tf32 in ((False, True) if dtype == "fp32" and flags == "all" else (False,)):
+                for pass_, train in (("fwd", False), ("fwd", True), ("bwd", True)):
+                    if cell == "elman" and pass_ == "fwd" and train:
+                        continue  # the Elman forward is the same launch in training and inference
+                    for relu in ((False, True) if flags == "all" and cell == "elman" else (False,)):
+                        for reverse in two:
+                            for lengths in two:
+                                for H in (QUICK_HS if quick else HS):
+                                    for B in (QUICK_BS if quick else BS):
+                                        cases.append(Case(cell, pass_, dtype, B, H, train, reverse,
+                                                          lengths, relu, tf32))
+    return cases
+
+
+def jit_kernels():
+    """The kernel modules with compilable JITFunctions. Under TRITON_INTERPRET=1 (as in the test
+    suite) fastrnn.kernels holds interpreter functions, so load a private copy with it off."""
+    from . import kernels
+    from .kernels import elman, lstm  # noqa: F401
+    from triton.runtime.jit import JITFunction
+    if isinstance(kernels.elman.elman_fwd_kernel, JITFunction):
+        return kernels
+    name = "_fastrnn_inspect_kernels"
+    if name not in sys.modules:
+        path = os.path.dirname(kernels.__file__)
+        spec = importlib.util.spec_from_file_location(name, os.path.join(path, "__init__.py"),
+                                                      submodule_search_locations=[path])
+        with _no_interpreter():
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            for sub in ("common", "config", "elman", "lstm"):
+                setattr(module, sub, importlib.import_module(f"{name}.{sub}"))
+    return sys.modules[name]
+
+
+@contextlib.contextmanager
+def _no_interpreter():
+    """TRITON_INTERPRET=0 for a while: Triton reads it when decorating and when compiling."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+@contextlib.contextmanager
+def _recording(module, name):
+    """Replace module.<name> (a kernel) by a recorder of `kernel[grid](*args, **kwargs)` calls."""
+    real, calls = getattr(module, name), []
+
+    class Recorder:
+        def __getitem__(self, grid_):
+            return lambda *args, **kwargs: calls.append((args, kwargs))
+
+    setattr(module, name, Recorder())
+    try:
+        yield real, calls
+    finally:
+        setattr(module, name, real)
+
+
+@contextlib.contextmanager
+def _allow_tf32(value):
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = value
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def launch(case, k=None):
+    """Run the real launcher for `case` with its GPU launch config and a recording kernel.
+    Returns (module name, kernel, args, kwargs) of the launch it would make."""
+    k = k or jit_kernels()
+    cell = "elman" if case.cell == "elman" else "lstm"
+    module = getattr(k, cell)
+    dt, B, H = DTYPES[case.dtype], case.B, case.H
+    R = H // 2 if case.cell == "lstm-proj" else H
+    G = 4 if cell == "lstm" else 1
+    e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype)  # noqa: E731
+    f32 = torch.float32
+    lengths = torch.full((B,), T, dtype=torch.int32) if case.lengths else None
+    with _allow_tf32(case.tf32):
+        cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda")
+    name = f"{cell}_{case.pass_}_kernel"
+    w_hh = e(G * H, R)
+    w_hr = e(R, H) if case.cell == "lstm-proj" else None
+    with _recording(module, name) as (kernel, calls):
+        opts = dict(reverse=case.reverse, config=cfg)
+        if name == "elman_fwd_kernel":
+            module.elman_fwd(e(T, B, H), w_hh, e(B, H), lengths, e(T, B, H), relu=case.relu, **opts)
+        elif name == "elman_bwd_kernel":
+            module.elman_bwd(e(T, B, H), e(B, H), e(T, B, H), w_hh, lengths, relu=case.relu, **opts)
+        elif name == "lstm_fwd_kernel":
+            module.lstm_fwd(e(T, B, 4 * H), w_hh, w_hr, e(B, R), e(B, H), lengths, e(T, B, R),
+                            save=case.train, **opts)
+        else:
+            saved = (e(T, B, 4 * H, dtype=f32), e(T, B, H, dtype=f32), None)
+            module.lstm_bwd(e(T, B, R), e(B, R), e(B, H), w_hh, w_hr, e(B, H), lengths, saved, **opts)
+    (args, kwargs), = calls
+    return cell, kernel, args, kwargs
+
+
+def _frozen(x):
+    if isinstance(x, dict):
+        return tuple((k, _frozen(v)) for k, v in x.items())  # argument order matters
+    if isinstance(x, (list, tuple)):
+        return tuple(_frozen(v) for v in x)
+    return x
+
+
+def specialize(case, arch, k=None):
+    """The compile job of `case` on sm_<arch>: a hashable tuple
+    (module, kernel name, arch, signature, constexprs, attrs, options), exactly what a launch
+    on that GPU would hand to triton.compile (found with Triton's own binder)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+    cell, kernel, args, kwargs = launch(case, k)
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, spec, options = binder(*args, **kwargs)
+    _, signature, constexprs, attrs = kernel._pack_args(backend, options, bound, spec, options)
+    return (cell, kernel.__name__, arch, _frozen(signature), _frozen(constexprs), _frozen(attrs),
+            _frozen(options))
+
+
+def parse_res_usage(text):
+    """cuobjdump -res-usage output -> {function name: {"REG": n, "STACK": n, "SHARED": n, ...}}."""
+    out = {}
+    for name, line in re.findall(r"Function (\S+):\s*\n\s*(REG:.*)", text):
+        out[name] = {k: int(v) for k, v in re.findall(r"([A-Z_]+)(?:\[\d+\])?:(\d+)", line)}
+    return out
+
+
+def cuobjdump():
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def compile_job(job):
+    """Compile one job from `specialize` and read its resources. Returns a dict."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    cell, name, arch, signature, constexprs, attrs, options = job
+    kernel = getattr(getattr(jit_kernels(), cell), name)
+    attrs = {path: [list(a) for a in v] for path, v in attrs}
+    src = ASTSource(kernel, dict(signature), dict(constexprs), attrs)
+    start = time.perf_counter()
+    with warnings.catch_warnings(), _no_interpreter():
+        warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")  # a launch's default
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(options))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        text = subprocess.run([cuobjdump(), "-res-usage", path], check=True, capture_output=True,
+                              text=True).stdout
+    res = parse_res_usage(text)[name]
+    shared = res["SHARED"] + compiled.metadata.shared
+    spills = res["STACK"] + res["LOCAL"]
+    return dict(regs=res["REG"], stack=res["STACK"], local=res["LOCAL"], static_shared=res["SHARED"],
+                dynamic_shared=compiled.metadata.shared, shared=shared, spills=spills,
+                limit=SHARED_LIMIT[arch], ok=spills == 0 and shared <= SHARED_LIMIT[arch],
+                seconds=round(time.perf_counter() - start, 2))
+
+
+def describe(job):
+    """Short text of a job's tile constexprs and flags, e.g. 'BB16 BH64 BK64 WR fp32dot w4 rev len'."""
+    _, _, _, signature, constexprs, _, options = job
+    names = [n for n, _ in signature]
+    c = {names[path[0]]: v for path, v in constexprs}
+    parts = [f"BB{c['BLOCK_B']}", f"BH{c['BLOCK_H']}", f"BK{c['BLOCK_K']}"]
+    parts += [word for key, word in (("W_RESIDENT", "WR"), ("DOT_FP32", "fp32dot"), ("PROJ", "proj"),
+                                     ("SAVE", "save"), ("REVERSE", "rev"), ("HAS_LENGTHS", "len"),
+                                     ("RELU", "relu")) if c.get(key)]
+    if c["PRECISION"] != "ieee":
+        parts.append(c["PRECISION"])
+    if c.get("B") == 1:
+        parts.append("B=1")  # Triton specializes an int argument equal to 1
+    return " ".join(parts + [f"w{dict(options)['num_warps']}"])
+
+
+def _span(values):
+    values = sorted(values)
+    return ",".join(map(str, values))
+
+
+def plan(cases, archs=ARCHS):
+    """Group cases by compile job: {job: [cases]}, in first-seen order."""
+    k, jobs = jit_kernels(), {}
+    for arch in archs:
+        for case in cases:
+            jobs.setdefault(specialize(case, arch, k), []).append(case)
+    return jobs
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help=f"H in {QUICK_HS}, B in {QUICK_BS}, dtypes {QUICK_DTYPES} instead of the "
+                             "full grid (fewer distinct kernels, every tile kind)")
+    parser.add_argument("--flags", choices=("worst", "all"), default="worst",
+                        help="'all' also enumerates forward/reverse, with/without lengths, relu and "
+                             "fp32 with TF32 allowed (default: reverse with lengths and tanh, the most code)")
+    parser.add_argument("--arch", type=int, action="append", choices=ARCHS, dest="archs",
+                        help="compile for this sm_ version only (repeatable; default: 80 and 90)")
+    parser.add_argument("--dtype", action="append", choices=tuple(DTYPES), dest="dtypes",
+                        help="only this dtype (repeatable)")
+    parser.add_argument("--cell", action="append", choices=CELLS, dest="cells",
+                        help="only this cell (repeatable)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="compile processes (default: min(2, CPUs))")
+    parser.add_argument("--json", metavar="PATH", help="also save every kernel's resources as JSON")
+
+
+def main(args):
+    with warnings.catch_warnings():
+        # Triton 3.9 warns that TRITON_DEFAULT_FP_FUSION is unset; a launch compiles with its default
+        warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")
+        return _main(args)
+
+
+def _main(args):
+    start = time.perf_counter()
+    dtypes = args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)
+    cases = grid(args.quick, args.flags, tuple(dtypes), tuple(args.cells or CELLS))
+    jobs = plan(cases, tuple(args.archs or ARCHS))
+    print(f"{len(cases)} launches x {len(args.archs or ARCHS)} archs -> {len(jobs)} distinct kernels "
+          f"({time.perf_counter() - start:.1f} s to enumerate); compiling with {args.jobs} process(es)",
+          flush=True)
+    keys = list(jobs)
+    results = run_jobs(keys, args.jobs)
+    rows = []
+    for job, res in zip(keys, results):
+        group = jobs[job]
+        dtype = group[0].dtype + ("-tf32" if group[0].tf32 else "")
+        cells = "/".join(sorted({c.cell for c in group}))
+        rows.append(dict(arch=f"sm_{job[2]}", kernel=job[1], cell=cells, dtype=dtype, config=describe(job),
+                         H=sorted({c.H for c in group}), B=sorted({c.B for c in group}),
+                         launches=len(group), **res))
+    header = ("arch", "kernel", "cell", "dtype", "config", "H", "B", "regs", "spill", "shared", "status")
+    table = [header] + [(r["arch"], r["kernel"], r["cell"], r["dtype"], r["config"], _span(r["H"]),
+                         _span(r["B"]), str(r.get("regs", "-")), str(r.get("spills", "-")),
+                         str(r.get("shared", "-")), "OK" if r["ok"] else "FAIL")
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    failed = [r for r in rows if not r["ok"]]
+    for r in failed:
+        why = r.get("error") or (f"spills {r['stack']} B stack + {r['local']} B local" if r["spills"]
+                                 else f"shared {r['shared']} B > limit {r['limit']} B")
+        print(f"FAIL {r['arch']} {r['kernel']} {r['dtype']} {r['config']} (H {_span(r['H'])}, "
+              f"B {_span(r['B'])}): {why}")
+    elapsed = time.perf_counter() - start
+    print(f"{len(rows)} kernels, {len(failed)} failed, {elapsed:.1f} s "
+          f"(shared limits: sm_80 {SHARED_LIMIT[80]} B, sm_90 {SHARED_LIMIT[90]} B; spill = stack or local > 0)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(seconds=round(elapsed, 1), kernels=rows, shared_limit=SHARED_LIMIT), f, indent=1)
+    return 1 if failed else 0
+
+
+def run_jobs(jobs, processes):
+    """compile_job over `jobs` in `processes` fresh processes -> results in order. Fresh (spawned,
+    TRITON_INTERPRET=0) because a process that imported Triton under the interpreter, like the test
+    suite, has interpreter versions of triton.language's own jit functions and cannot compile."""
+    with _no_interpreter(), ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_safe_compile, jobs))
+
+
+def _safe_compile(job):
+    """compile_job, but a compile error becomes a FAIL row instead of ending the run."""
+    try:
+        return compile_job(job)
+    except Exception as exc:  # report every kernel; one broken config must not hide the others
+        return dict(ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")

@@ -1,0 +1,343 @@
+"""`python -m fastrnn bench`: time fastrnn against torch.nn on this machine.
+
+Every case of `fastrnn.registry` builds a torch.nn module and a fastrnn one with the same weights,
+then times the same step on both: `infer` is a forward under no_grad, `train` a forward plus a
+backward with a fixed random cotangent. The timed callables synchronise the device inside, every
+callable is warmed up first (Triton compilation and autotuning stay out), and the samples of the
+implementations are interleaved so that drift in the machine's speed hits all of them alike.
+Reported times are medians. On CUDA torch.nn runs with TF32 off (fastrnn's accumulators are fp32)
+and the TF32-on cuDNN time is reported beside it; on CPU the reference backend's cost is reported
+for the cheap cases.
+"""
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from . import registry
+
+_TF32_FLAGS = ("torch.backends.cudnn.allow_tf32", "torch.backends.cuda.matmul.allow_tf32")
+
+
+# --- building the callables --------------------------------------------------------------------
+def _torch_module(case, device):
+    cls = torch.nn.LSTM if case.cell == "lstm" else torch.nn.RNN
+    return cls(case.H, case.H, num_layers=case.layers, bidirectional=case.bidirectional).to(
+        device=device, dtype=case.torch_dtype)
+
+
+class _Functional(torch.nn.Module):
+    """Stand-in for fastrnn.RNN/LSTM before the modules exist: rnn_stack over torch's weights."""
+
+    def __init__(self, torch_module, backend):
+        super().__init__()
+        self.inner, self.backend = torch_module, backend
+
+    def forward(self, x, hx):
+        from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
+        from .backends import resolve
+        from .functional import rnn_stack
+        m, lengths, packed = self.inner, None, isinstance(x, PackedSequence)
+        if packed:
+            x, lengths = pad_packed_sequence(x)
+        weights = [tuple(getattr(m, n, None) for n in names) for names in m._all_weights]
+        kw = dict(mode=m.mode, num_layers=m.num_layers, bidirectional=m.bidirectional,
+                  dropout=m.dropout, training=m.training, lengths=lengths)
+        if resolve(self.backend, x) == "aten":
+            from .aten import run_stack
+            out, h = run_stack(x, hx, weights, **kw)
+        else:
+            out, h = rnn_stack(x, hx, weights, backend=self.backend, **kw)
+        return (pack_padded_sequence(out, lengths) if packed else out), h
+
+
+def _fastrnn_module(case, torch_module, backend):
+    import fastrnn
+    cls = getattr(fastrnn, "LSTM" if case.cell == "lstm" else "RNN", None)
+    if cls is None:
+        return _Functional(torch_module, backend)
+    p = next(torch_module.parameters())
+    m = cls(case.H, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
+            backend=backend).to(device=p.device, dtype=p.dtype)
+    m.load_state_dict(torch_module.state_dict())
+    return m
+
+
+def _inputs(case, device):
+    """(x, hx, cotangent of the output): x [T, B, H] or a PackedSequence of it."""
+    dtype, D = case.torch_dtype, 2 if case.bidirectional else 1
+    x = torch.randn(case.T, case.B, case.H, device=device, dtype=dtype)
+    h0 = torch.randn(case.layers * D, case.B, case.H, device=device, dtype=dtype)
+    hx = (h0, torch.randn_like(h0)) if case.cell == "lstm" else h0
+    if case.packed:
+        x = torch.nn.utils.rnn.pack_padded_sequence(x, case.lengths())
+        grad = torch.randn(x.data.shape[0], D * case.H, device=device, dtype=dtype)
+    else:
+        grad = torch.randn(case.T, case.B, D * case.H, device=device, dtype=dtype)
+    return x, hx, grad
+
+
+def _step(module, case, x, hx, grad, sync):
+    """The timed callable: one inference forward, or one training forward + backward."""
+    if case.mode == "infer":
+        module.eval()
+
+        def step():
+            with torch.no_grad():
+                module(x, hx)
+            sync()
+    else:
+        module.train()
+
+        def step():
+            module.zero_grad(set_to_none=True)
+            out = module(x, hx)[0]
+            (out.data if case.packed else out).backward(grad)
+            sync()
+    return step
+
+
+def _with_tf32(fn, on):
+    def run():
+        old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
+        try:
+            fn()
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    return run
+
+
+def _extra_baselines(case, device):
+    """{name: module called as module(x, hx)} from other libraries, for the cases they support,
+    when installed (CUDA only). haste: one unidirectional fp32 LSTM layer, padded input."""
+    extras = {}
+    simple = case.layers == 1 and not case.bidirectional and not case.packed and case.dtype == "fp32"
+    if case.cell == "lstm" and simple:
+        try:
+            import haste_pytorch as haste
+        except ImportError:
+            haste = None
+        if haste is not None:
+            extras["haste"] = haste.LSTM(case.H, case.H).to(device)
+    return extras
+
+
+def make_callables(case, device, *, backend="auto", reference=False):
+    """{name: zero-argument timed callable} for one case: 'torch.nn', 'fastrnn', then on CUDA
+    'torch.nn TF32' and installed extras, and 'reference' when asked."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    torch.manual_seed(0)
+    base = _torch_module(case, device)
+    x, hx, grad = _inputs(case, device)
+    fns = {"torch.nn": _step(base, case, x, hx, grad, sync),
+           "fastrnn": _step(_fastrnn_module(case, base, backend), case, x, hx, grad, sync)}
+    if cuda:
+        fns = {name: _with_tf32(fn, False) for name, fn in fns.items()}
+        fns["torch.nn TF32"] = _with_tf32(_step(base, case, x, hx, grad, sync), True)
+        for name, m in _extra_baselines(case, device).items():
+            fns[name] = _with_tf32(_step(m, case, x, hx, grad, sync), False)
+    if reference:
+        fns["reference"] = _step(_fastrnn_module(case, base, "reference"), case, x, hx, grad, sync)
+    return fns
+
+
+# --- timing ------------------------------------------------------------------------------------
+def time_callables(fns, *, samples=7, min_sample_s=0.02, warmup=2):
+    """{name: [seconds per call, one per sample]}: warm each callable up, size its inner loop to
+    ~min_sample_s, then take `samples` samples round-robin (rotating who goes first)."""
+    loops = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        loops[name] = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t0, 1e-7)))
+    names, out = list(fns), {name: [] for name in fns}
+    for s in range(samples):
+        for name in names[s % len(names):] + names[:s % len(names)]:
+            fn, n = fns[name], loops[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out[name].append((time.perf_counter() - t0) / n)
+    return out
+
+
+def peak_memory(fn, device):
+    """Bytes allocated at the peak of one call, above what was allocated before it (CUDA)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def wants_reference(case):
+    """The reference loop is slow; time it only on the cheap cases."""
+    return case.T <= 64 and case.H <= 256 and case.B <= 16 and case.layers == 1
+
+
+def run_case(case, device, *, samples, min_sample_s, backend="auto", reference=False):
+    fns = make_callables(case, device, backend=backend, reference=reference and wants_reference(case))
+    times = time_callables(fns, samples=samples, min_sample_s=min_sample_s)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    result = {**case.as_dict(), "median_s": medians, "samples_s": times,
+              "speedup": medians["torch.nn"] / medians["fastrnn"]}
+    if torch.device(device).type == "cuda":
+        result["peak_bytes"] = {name: peak_memory(fns[name], device) for name in ("torch.nn", "fastrnn")}
+    return result
+
+
+# --- reporting ---------------------------------------------------------------------------------
+def environment(device):
+    device = torch.device(device)
+    env = {"device": device.type, "python": platform.python_version(), "torch": torch.__version__,
+           "platform": platform.platform(), "threads": torch.get_num_threads()}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    from . import __version__
+    env["fastrnn"] = __version__
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+        env["cuda"], env["cudnn"] = torch.version.cuda, torch.backends.cudnn.version()
+    else:
+        env["device_name"] = _cpu_name()
+        env["cores"] = os.cpu_count()
+    return env
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def format_table(results, env, parity_tol):
+    cols = ["case", "torch.nn ms", "fastrnn ms", "speed-up"]
+    extra = sorted({n for r in results for n in r["median_s"]} - {"torch.nn", "fastrnn"})
+    cols += [f"{n} ms" for n in extra]
+    cuda = env["device"] == "cuda"
+    if cuda:
+        cols += ["torch.nn peak MiB", "fastrnn peak MiB"]
+    rows = []
+    for r in results:
+        m = r["median_s"]
+        flag = "" if r["speedup"] >= 1 - parity_tol else " !"
+        row = [r["id"], _ms(m["torch.nn"]), _ms(m["fastrnn"]), f"{r['speedup']:.2f}x{flag}"]
+        row += [_ms(m.get(n)) for n in extra]
+        if cuda:
+            row += [f"{r['peak_bytes'][n] / 2**20:.1f}" for n in ("torch.nn", "fastrnn")]
+        rows.append(row)
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    head = f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, {env['threads']} threads"
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _progress(cases):
+    """Iterate `cases` with a progress bar: tqdm when installed, else one plain line per case."""
+    try:
+        from tqdm import tqdm
+        yield from tqdm(cases, desc="bench", unit="case", file=sys.stderr)
+        return
+    except ImportError:
+        pass
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {case.id}", file=sys.stderr, flush=True)
+        yield case
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(results) + 1.5))
+    ids, speed = [r["id"] for r in results], [r["speedup"] for r in results]
+    ax.barh(ids, speed, color=["tab:green" if s >= 1 else "tab:red" for s in speed])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speed-up over torch.nn (higher is better)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="the quick subset (CPU-friendly)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--json", default=None, help="output path (default bench-results/bench-<device>.json)")
+    parser.add_argument("--plot", nargs="?", const="", default=None,
+                        help="save a PNG chart of the speed-ups (default path: next to the JSON)")
+    parser.add_argument("--samples", type=int, default=7, help="timed samples per implementation")
+    parser.add_argument("--min-sample-ms", type=float, default=20.0, help="minimum length of one sample")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference backend's column")
+    parser.add_argument("--parity-tol", type=float, default=0.05,
+                        help="flag cases where fastrnn is slower than torch.nn by more than this")
+    # For tests and debugging: filter cases by id substrings, cap their number, pick a backend.
+    parser.add_argument("--cases", default=None, help=argparse_suppress())
+    parser.add_argument("--max-cases", type=int, default=None, help=argparse_suppress())
+    parser.add_argument("--backend", default="auto", help=argparse_suppress())
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def main(args):
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401  (fail before an hour of timing, not after)
+        except ImportError:
+            print("error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+    cases = registry.quick(device) if args.quick else registry.full_grid(device)
+    cases = registry.select(cases, args.cases, args.max_cases)
+    if not cases:
+        print(f"error: no case matches {args.cases!r}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment(device)
+    results = [run_case(c, device, samples=args.samples, min_sample_s=args.min_sample_ms / 1e3,
+                        backend=args.backend, reference=not args.no_reference and device.type == "cpu")
+               for c in _progress(cases)]
+    print(format_table(results, env, args.parity_tol))
+    slow = [r["id"] for r in results if r["speedup"] < 1 - args.parity_tol]
+    print(f"fastrnn at parity (within {args.parity_tol:.0%}) or faster on "
+          f"{len(results) - len(slow)}/{len(results)} cases")
+    path = args.json or os.path.join("bench-results", f"bench-{device.type}.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    settings = {"samples": args.samples, "min_sample_ms": args.min_sample_ms, "backend": args.backend,
+                "quick": args.quick, "tf32_baseline": "torch.nn runs with TF32 off; 'torch.nn TF32' with it on"}
+    with open(path, "w") as f:
+        json.dump({"environment": env, "settings": settings, "results": results}, f, indent=1)
+    print(f"wrote {path}")
+    if args.plot is not None:
+        png = args.plot or os.path.splitext(path)[0] + ".png"
+        plot(results, png)
+        print(f"wrote {png}")
+    return 0

@@ -26,7 +26,8 @@ import torch
 
 __all__ = ["elman_layer", "lstm_layer", "run_stack"]
 
-_VF_FUNCS = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm"}
+# Looked up once: torch._VF resolves names through a Python __getattr__ on every access.
+_VF_FUNCS = {"RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm}
 
 
 def _flat_params(weights, is_lstm):
@@ -36,6 +37,9 @@ def _flat_params(weights, is_lstm):
     either both biases or neither; a lone bias gets a zero partner (no grad, same result).
     """
     has_biases = any(w[2] is not None or w[3] is not None for w in weights)
+    if has_biases and all(len(w) == 4 or w[4] is None for w in weights) and \
+            all(w[2] is not None and w[3] is not None for w in weights):
+        return [t for w in weights for t in w[:4]], True     # the common case, kept cheap
     params = []
     for w in weights:
         w_ih, w_hh, b_ih, b_hh = w[:4]
@@ -56,8 +60,8 @@ def _flat_params(weights, is_lstm):
 def _call(mode, x, hx, params, has_biases, num_layers, dropout, training, bidirectional, batch_sizes=None):
     """One _VF call. x: [T, B, I] (or packed data [N, I] with batch_sizes); hx: a tuple of
     [L*D, B, *] states. Returns (out, h_n) or (out, h_n, c_n)."""
-    fn = getattr(torch._VF, _VF_FUNCS[mode])
-    state = list(hx) if mode == "LSTM" else hx[0]
+    fn = _VF_FUNCS[mode]
+    state = hx if mode == "LSTM" else hx[0]
     if batch_sizes is None:
         return fn(x, state, params, has_biases, num_layers, dropout, training, bidirectional, False)
     return fn(x, batch_sizes, state, params, has_biases, num_layers, dropout, training, bidirectional)

@@ -132,9 +132,9 @@ def _allow_tf32(value):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def launch(case, k=None):
-    """Run the real launcher for `case` with its GPU launch config and a recording kernel.
-    Returns (module name, kernel, args, kwargs) of the launch it would make."""
+def launch(case, k=None, override=None):
+    """Run the real launcher for `case` with its GPU launch config (`override` replaces keys, to try
+    a heuristic) and a recording kernel. Returns (module name, kernel, args, kwargs) of the launch."""
     k = k or jit_kernels()
     cell = "elman" if case.cell == "elman" else "lstm"
     module = getattr(k, cell)
@@ -145,7 +145,7 @@ def launch(case, k=None):
     f32 = torch.float32
     lengths = torch.full((B,), T, dtype=torch.int32) if case.lengths else None
     with _allow_tf32(case.tf32):
-        cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda")
+        cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override)
     name = f"{cell}_{case.pass_}_kernel"
     w_hh = e(G * H, R)
     w_hr = e(R, H) if case.cell == "lstm-proj" else None
@@ -173,14 +173,14 @@ def _frozen(x):
     return x
 
 
-def specialize(case, arch, k=None):
+def specialize(case, arch, k=None, override=None):
     """The compile job of `case` on sm_<arch>: a hashable tuple
     (module, kernel name, arch, signature, constexprs, attrs, options), exactly what a launch
     on that GPU would hand to triton.compile (found with Triton's own binder)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
-    cell, kernel, args, kwargs = launch(case, k)
+    cell, kernel, args, kwargs = launch(case, k, override)
     backend = make_backend(GPUTarget("cuda", arch, 32))
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, spec, options = binder(*args, **kwargs)
@@ -251,12 +251,12 @@ def _span(values):
     return ",".join(map(str, values))
 
 
-def plan(cases, archs=ARCHS):
+def plan(cases, archs=ARCHS, override=None):
     """Group cases by compile job: {job: [cases]}, in first-seen order."""
     k, jobs = jit_kernels(), {}
     for arch in archs:
         for case in cases:
-            jobs.setdefault(specialize(case, arch, k), []).append(case)
+            jobs.setdefault(specialize(case, arch, k, override), []).append(case)
     return jobs
 
 
@@ -276,6 +276,16 @@ def add_arguments(parser):
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="compile processes (default: min(2, CPUs))")
     parser.add_argument("--json", metavar="PATH", help="also save every kernel's resources as JSON")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", type=_override,
+                        help="replace a launch config key everywhere, to try a heuristic before changing "
+                             "kernels/config.py, e.g. num_warps=8 (repeatable)")
+
+
+def _override(text):
+    key, _, value = text.partition("=")
+    if value in ("True", "False"):
+        return key, value == "True"
+    return key, int(value) if value.lstrip("-").isdigit() else value
 
 
 def main(args):
@@ -289,7 +299,7 @@ def _main(args):
     start = time.perf_counter()
     dtypes = args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)
     cases = grid(args.quick, args.flags, tuple(dtypes), tuple(args.cells or CELLS))
-    jobs = plan(cases, tuple(args.archs or ARCHS))
+    jobs = plan(cases, tuple(args.archs or ARCHS), dict(args.override) or None)
     print(f"{len(cases)} launches x {len(args.archs or ARCHS)} archs -> {len(jobs)} distinct kernels "
           f"({time.perf_counter() - start:.1f} s to enumerate); compiling with {args.jobs} process(es)",
           flush=True)

@@ -139,3 +139,13 @@ def test_main_table_and_exit_status(tmp_path, monkeypatch, capsys, verdict):
         assert failed and out.count("\nFAIL ") == len(failed)
         reason = {"spill": "spills 16 B stack", "shared": "> limit 232448 B", "error": "ptxas fatal"}[verdict]
         assert reason in out
+
+
+def test_override_tries_a_heuristic():
+    assert inspection._override("num_warps=8") == ("num_warps", 8)
+    assert inspection._override("W_RESIDENT=False") == ("W_RESIDENT", False)
+    assert inspection._override("PRECISION=tf32") == ("PRECISION", "tf32")
+    job = inspection.specialize(_case(cell="lstm", H=128, B=64), 80, override={"num_warps": 8, "BLOCK_K": 32})
+    assert dict(job[6])["num_warps"] == 8 and _constexprs(job)["BLOCK_K"] == 32
+    with pytest.raises(ValueError, match="unknown launch config keys"):
+        inspection.specialize(_case(), 80, override={"BLOCK_Q": 8})

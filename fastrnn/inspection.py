@@ -11,6 +11,7 @@ num_warps are one compile. Each distinct kernel is compiled for each architectur
 registers, stack and local memory (a spill when either is non-zero) and static shared memory, plus
 Triton's dynamic shared memory (`metadata.shared`). A kernel FAILs if it spills or if static +
 dynamic shared memory exceeds the architecture's per-block limit; the command then exits with 1.
+Compiles run in fresh processes (see `run_jobs`); Triton caches them, so a rerun takes seconds.
 """
 import contextlib
 import importlib
@@ -181,10 +182,12 @@ def specialize(case, arch, k=None, override=None):
     from triton.compiler.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
     cell, kernel, args, kwargs = launch(case, k, override)
-    backend = make_backend(GPUTarget("cuda", arch, 32))
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, spec, options = binder(*args, **kwargs)
-    _, signature, constexprs, attrs = kernel._pack_args(backend, options, bound, spec, options)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")  # a launch's default
+        backend = make_backend(GPUTarget("cuda", arch, 32))
+        binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+        bound, spec, options = binder(*args, **kwargs)
+        _, signature, constexprs, attrs = kernel._pack_args(backend, options, bound, spec, options)
     return (cell, kernel.__name__, arch, _frozen(signature), _frozen(constexprs), _frozen(attrs),
             _frozen(options))
 

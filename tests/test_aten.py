@@ -154,3 +154,25 @@ def test_dropout_runs_only_in_training():
     torch.testing.assert_close(eval_a, eval_b, atol=0, rtol=0)
     train = aten.run_stack(x, hx, weights, training=True, **kw)[0]
     assert not torch.equal(train, eval_a)
+
+
+@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("LSTM", 0), ("LSTM", P)], ids=["tanh", "lstm", f"lstm-P{P}"])
+def test_run_packed_matches_reference(mode, proj):
+    """run_packed on a PackedSequence's data against the float64 reference with lengths."""
+    dtype, L, D, R = torch.float64, 2, 2, proj or H
+    lengths = torch.tensor([5, 4, 2, 1])             # sorted, as in a PackedSequence
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(L * D, B, R, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
+    weights = _stack_weights(mode, L, D, dtype, proj)
+    hx = (h0, c0) if mode == "LSTM" else h0
+    data, batch_sizes = torch._pack_padded_sequence(x, lengths, False)
+    out, hn = aten.run_packed(data, batch_sizes, hx, weights, mode=mode, num_layers=L, bidirectional=True)
+    out = torch._pad_packed_sequence(out, batch_sizes, False, 0.0, T)[0]
+    ref_out, ref_hn = rnn_stack(x, hx, weights, mode=mode, num_layers=L, bidirectional=True, lengths=lengths,
+                                backend="reference")
+    got = [out, *hn] if mode == "LSTM" else [out, hn]
+    want = [ref_out, *ref_hn] if mode == "LSTM" else [ref_out, ref_hn]
+    flat = [t for w in weights for t in w if t is not None]
+    _grads_close(got, want, [x, h0, c0, *flat] if mode == "LSTM" else [x, h0, *flat],
+                 [x, h0, c0, *flat] if mode == "LSTM" else [x, h0, *flat], dtype)

@@ -86,3 +86,10 @@ def test_fastrnn_and_torch_compute_the_same(case_id):
     want, got = base(x, hx)[0], fast(x, hx)[0]
     want, got = (want.data, got.data) if case.packed else (want, got)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_python_m_fastrnn_bench_is_wired(capsys):
+    """`python -m fastrnn bench` reaches this module (the cheap error path, no timing)."""
+    from fastrnn.__main__ import main
+    assert main(["bench", "--quick", "--device", "cpu", "--cases", "no-such-case"]) == 2
+    assert "no case matches" in capsys.readouterr().err

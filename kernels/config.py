@@ -1,13 +1,17 @@
 """Launch configurations: one documented heuristic, overridable (tests force tiny tiles).
 
-Why these numbers:
-- BLOCK_B >= 16 and BLOCK_H, BLOCK_K >= 16: tl.dot's minimum tile on NVIDIA GPUs.
+Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_80 / sm_90):
+- BLOCK_B, BLOCK_H, BLOCK_K >= 16: tl.dot's minimum tile on NVIDIA GPUs.
 - One program per BLOCK_B batch rows owns the whole hidden state of those rows for all T steps, so
   programs never wait for each other. BLOCK_B = 16 for B <= 16, else 32.
-- BLOCK_H = 32 (the LSTM keeps four [BLOCK_B, BLOCK_H] fp32 accumulators live), BLOCK_K = 32.
-- W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 32 KiB (e.g. LSTM
-  H = R = 64 in bf16, Elman H = 128 in bf16 or 64 in fp32), load it once before the time loop and
-  keep it in registers; otherwise stream it from L2 each step.
+- BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64 for Elman.
+- BLOCK_K = 16 and 4 warps: a sweep of BLOCK_K in {16, 32} x warps in {2, 4, 8} left the fewest
+  spilling kernels here; the LSTM forward without projection in fp16/bf16 takes 8 warps.
+- W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
+  fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
+  element), load it once before the time loop and keep it in registers; else stream it each step.
+  Not with a projection (the extra W_hr loop on top of resident tiles spills), nor for the LSTM
+  with BLOCK_B = 32 (fp16 spills there).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
@@ -17,7 +21,7 @@ import torch
 import triton
 
 GATES = {"lstm": 4, "elman": 1}
-RESIDENT_BYTES = 32 * 1024
+RESIDENT_BYTES = 16 * 1024  # for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
 KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K", "W_RESIDENT", "num_warps", "DOT_FP32", "PRECISION")
 
 
@@ -29,21 +33,26 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None):
     cfg = {
         "BLOCK_B": 16 if B <= 16 else 32,
         "BLOCK_H": min(block_h, max(16, triton.next_power_of_2(H))),
-        "BLOCK_K": min(64, max(16, triton.next_power_of_2(R))) if pass_ == "fwd" else 32,
+        "BLOCK_K": 16,
         "num_warps": 4,
         "DOT_FP32": interpret or dtype == torch.float32,
         "PRECISION": "ieee",
     }
     if not interpret and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         cfg.update(DOT_FP32=False, PRECISION="tf32")
-    if pass_ == "fwd":
-        bh, bk = triton.next_power_of_2(H), triton.next_power_of_2(R)
-        fits = GATES[cell] * max(bh, 16) * max(bk, 16) * dtype.itemsize <= RESIDENT_BYTES
-        if fits:
-            cfg.update(BLOCK_H=max(16, bh), BLOCK_K=max(16, bk))
-        cfg["W_RESIDENT"] = fits
-    else:
-        cfg["W_RESIDENT"] = False
+    proj = R != H  # proj_size < hidden_size, so R == H exactly when the LSTM does not project
+    resident = False
+    if pass_ == "fwd" and not proj:
+        bh = max(16, triton.next_power_of_2(H))
+        budget = RESIDENT_BYTES if dtype.itemsize == 2 else RESIDENT_BYTES // 4
+        resident = GATES[cell] * bh * bh * dtype.itemsize <= budget
+        # four resident gate tiles next to [32, BLOCK_H] accumulators spill in fp16 (see inspect)
+        resident = resident and (cell == "elman" or cfg["BLOCK_B"] == 16)
+        if resident:
+            cfg.update(BLOCK_H=bh, BLOCK_K=bh)
+    cfg["W_RESIDENT"] = resident
+    if cell == "lstm" and pass_ == "fwd" and dtype.itemsize == 2 and not proj and not resident:
+        cfg["num_warps"] = 8  # at 4 warps ptxas spills a few bytes here (see inspect)
     if override:
         unknown = set(override) - set(KEYS)
         if unknown:

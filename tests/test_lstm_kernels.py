@@ -56,9 +56,12 @@ def test_weight_residency_paths_agree(resident):
 
 
 def test_heuristic_picks_residency_only_when_it_fits():
-    assert launch_config("lstm", "fwd", 8, 64, 64, BF16, "cuda")["W_RESIDENT"]
-    assert not launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda")["W_RESIDENT"]
+    assert launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda")["W_RESIDENT"]
+    assert not launch_config("lstm", "fwd", 8, 64, 64, BF16, "cuda")["W_RESIDENT"]
+    assert launch_config("lstm", "fwd", 8, 16, 16, F32, "cuda")["W_RESIDENT"]
+    assert not launch_config("lstm", "fwd", 8, 32, 32, F32, "cuda")["W_RESIDENT"]
     assert not launch_config("lstm", "fwd", 8, 1024, 1024, BF16, "cuda")["W_RESIDENT"]
+    assert not launch_config("lstm", "bwd", 8, 16, 16, F32, "cuda")["W_RESIDENT"]
     with pytest.raises(ValueError, match="W_RESIDENT needs"):
         launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda", override=dict(W_RESIDENT=True, BLOCK_H=32))
 

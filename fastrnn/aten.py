@@ -5,14 +5,13 @@ the whole sequence, one small GEMM per step, and (for the LSTM in float32/bfloat
 fused cell. torch.nn calls exactly these functions, so this backend is at parity with torch.nn by
 construction, while the reference backend (a Python loop of autograd ops) stays the oracle.
 
-Two entry points:
+Two entry points (the modules themselves run torch.nn's own forward on this backend, which makes
+these same calls):
 - `elman_layer` / `lstm_layer`: one layer, one direction, with `fastrnn.reference`'s signature,
   for `functional.rnn_stack`'s per-layer loop.
 - `run_stack`: every layer and direction in one `_VF` call, `functional.rnn_stack`'s signature;
   one call instead of L*D saves the per-layer Python and concatenation work, which is what keeps
   small shapes at parity with torch.nn.
-- `run_packed`: the same on a PackedSequence's own (data, batch_sizes), for a module that would
-  otherwise pad, run with lengths and re-pack (four copies torch.nn never makes).
 
 Variable lengths use `_VF`'s packed form (`batch_sizes`), which needs sequences sorted by length
 and none empty: sequences are sorted, empty ones are left out (their state stays h0, their output
@@ -26,7 +25,7 @@ L layers, D directions.
 """
 import torch
 
-__all__ = ["elman_layer", "lstm_layer", "run_stack", "run_packed"]
+__all__ = ["elman_layer", "lstm_layer", "run_stack"]
 
 # Looked up once: torch._VF resolves names through a Python __getattr__ on every access.
 _VF_FUNCS = {"RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm}
@@ -168,20 +167,3 @@ def run_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     out, final = _run(mode, x, states, params, has_biases, num_layers, float(dropout), bool(training),
                       bool(bidirectional), lengths)
     return (out, final) if is_lstm else (out, final[0])
-
-
-def run_packed(data, batch_sizes, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0,
-               training=False):
-    """Every layer and direction of a packed batch in one _VF call, as torch.nn runs it.
-
-    data: [N, I] and batch_sizes: [T] (int64, on CPU) of a PackedSequence; hx and the returned
-    states are in the packed (sorted) batch order, h0 [L*D, B, R] (RNN) or (h0, c0 [L*D, B, H])
-    (LSTM); weights as for `run_stack`. Returns (out_data [N, D*R], h_n) or (out_data, (h_n, c_n)).
-    """
-    if mode not in _VF_FUNCS:
-        raise ValueError(f"Unknown mode '{mode}'")
-    is_lstm = mode == "LSTM"
-    params, has_biases = _flat_params(weights, is_lstm)
-    res = _call(mode, data, tuple(hx) if is_lstm else (hx,), params, has_biases, num_layers,
-                float(dropout), bool(training), bool(bidirectional), batch_sizes=batch_sizes)
-    return (res[0], (res[1], res[2])) if is_lstm else (res[0], res[1])

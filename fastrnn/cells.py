@@ -8,7 +8,7 @@ Shape letters: B batch, I input size, H hidden size.
 """
 import torch
 
-from .backends import check_backend_name
+from .backends import check_backend_name, runs_on_aten
 from .functional import rnn_stack
 from .modules import autocast_args, dtype_mismatch
 
@@ -79,6 +79,8 @@ class RNNCell(_CellMixin, torch.nn.RNNCell):
 
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
+        if runs_on_aten(self.backend, input):  # torch.nn's own cell: the fastest on CPU
+            return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
         if hx is not None and hx.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
@@ -113,6 +115,8 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: (h [B, H], c [B, H]) or 1-D each (zeros when None)
         -> (h' [B, H], c' [B, H]), 1-D when the input was."""
+        if runs_on_aten(self.backend, input):  # torch.nn's own cell: the fastest on CPU
+            return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
         if hx is not None:
             for idx, value in enumerate(hx):

@@ -6,6 +6,7 @@ call it, and it calls one `elman_layer` / `lstm_layer` per layer and direction.
 import torch
 import torch.nn.functional as F
 
+from . import aten
 from .backends import layer_ops, resolve
 
 
@@ -22,7 +23,12 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     Returns (out [T, B, D*R], h_n [L*D, B, R]) for RNNs, (out, (h_n, c_n [L*D, B, H])) for LSTM.
     Dropout (training only) applies to every layer's output but the last; h_n / c_n come before it.
     """
-    elman_layer, lstm_layer = layer_ops(resolve(backend, x))
+    concrete = resolve(backend, x)
+    if concrete == "aten":  # one _VF call for the whole stack, as torch.nn makes it
+        return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
+                              bidirectional=bidirectional, dropout=dropout, training=training,
+                              lengths=lengths)
+    elman_layer, lstm_layer = layer_ops(concrete)
     is_lstm = mode == "LSTM"
     h0, c0 = hx if is_lstm else (hx, None)
     D = 2 if bidirectional else 1

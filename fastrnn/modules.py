@@ -13,7 +13,7 @@ D = 2 if bidirectional else 1, L = num_layers.
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from .backends import check_backend_name
+from .backends import check_backend_name, runs_on_aten
 from .functional import rnn_stack
 
 __all__ = ["RNN", "LSTM"]
@@ -135,8 +135,15 @@ class _StackMixin:
         Returns (output, h_n) for RNN and (output, (h_n, c_n)) for LSTM, shaped like torch.nn's:
         output [T, B, D*R] (batch-first / unbatched / packed as the input was).
         """
+        packed = isinstance(input, PackedSequence)
+        if runs_on_aten(self.backend, input.data if packed else input):
+            # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
+            # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
+            if packed:
+                self._check_packed(input, hx)
+            return super().forward(input, hx)
         self._update_flat_weights()
-        if isinstance(input, PackedSequence):
+        if packed:
             return self._forward_packed(input, hx)
         if input.dim() not in (2, 3):
             got = f"{input.dim()}D instead" if self.mode == "LSTM" else f"{input.dim()}D tensor instead"
@@ -156,16 +163,22 @@ class _StackMixin:
             hidden = tuple(h.squeeze(1) for h in hidden) if self.mode == "LSTM" else hidden.squeeze(1)
         return output, hidden
 
+    def _check_packed(self, packed, hx):
+        """torch's checks of packed input and hx; torch's LSTM skips them and computes garbage."""
+        if hx is None:
+            self.check_input(packed.data, packed.batch_sizes)
+            return
+        if self.mode == "LSTM" and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        self.check_forward_args(packed.data, hx, packed.batch_sizes)
+
     def _forward_packed(self, packed, hx):
         """Pad in sorted order, run with per-sequence lengths, re-pack with the input's
         batch_sizes and indices; hx is read, and h_n returned, in the user's batch order."""
         data, batch_sizes, sorted_indices, unsorted_indices = packed
+        self._check_packed(packed, hx)
         if hx is None:
             hx = self._zero_hx(data, int(batch_sizes[0]))
-        elif self.mode == "LSTM" and len(hx) != 2:
-            raise RuntimeError("lstm expects two hidden states")
-        # torch's LSTM skips these checks for packed input and then computes garbage; we don't.
-        self.check_forward_args(data, hx, batch_sizes)
         hx = self._permute(hx, sorted_indices)
         T = batch_sizes.size(0)
         padded, lengths = torch._pad_packed_sequence(data, batch_sizes, False, 0.0, T)

@@ -157,8 +157,8 @@ def test_dropout_runs_only_in_training():
 
 
 @pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("LSTM", 0), ("LSTM", P)], ids=["tanh", "lstm", f"lstm-P{P}"])
-def test_run_packed_matches_reference(mode, proj):
-    """run_packed on a PackedSequence's data against the float64 reference with lengths."""
+def test_run_stack_sorted_lengths_matches_reference(mode, proj):
+    """run_stack with lengths already sorted (no permutation copies) against the float64 reference."""
     dtype, L, D, R = torch.float64, 2, 2, proj or H
     lengths = torch.tensor([5, 4, 2, 1])             # sorted, as in a PackedSequence
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
@@ -166,9 +166,7 @@ def test_run_packed_matches_reference(mode, proj):
     c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
     weights = _stack_weights(mode, L, D, dtype, proj)
     hx = (h0, c0) if mode == "LSTM" else h0
-    data, batch_sizes = torch._pack_padded_sequence(x, lengths, False)
-    out, hn = aten.run_packed(data, batch_sizes, hx, weights, mode=mode, num_layers=L, bidirectional=True)
-    out = torch._pad_packed_sequence(out, batch_sizes, False, 0.0, T)[0]
+    out, hn = aten.run_stack(x, hx, weights, mode=mode, num_layers=L, bidirectional=True, lengths=lengths)
     ref_out, ref_hn = rnn_stack(x, hx, weights, mode=mode, num_layers=L, bidirectional=True, lengths=lengths,
                                 backend="reference")
     got = [out, *hn] if mode == "LSTM" else [out, hn]

@@ -12,6 +12,6 @@ setup(
     install_requires=["torch>=2.4,<3", "triton>=3.2"],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "numpy", "expecttest", "scikit-learn"],
-        "bench": ["pytest-benchmark>=4", "rich>=13", "matplotlib>=3.7", "numpy"],
+        "bench": ["pytest-benchmark>=4", "tqdm", "matplotlib>=3.7", "numpy"],
     },
 )

@@ -31,36 +31,9 @@ def _torch_module(case, device):
         device=device, dtype=case.torch_dtype)
 
 
-class _Functional(torch.nn.Module):
-    """Stand-in for fastrnn.RNN/LSTM before the modules exist: rnn_stack over torch's weights."""
-
-    def __init__(self, torch_module, backend):
-        super().__init__()
-        self.inner, self.backend = torch_module, backend
-
-    def forward(self, x, hx):
-        from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
-        from .backends import resolve
-        from .functional import rnn_stack
-        m, lengths, packed = self.inner, None, isinstance(x, PackedSequence)
-        if packed:
-            x, lengths = pad_packed_sequence(x)
-        weights = [tuple(getattr(m, n, None) for n in names) for names in m._all_weights]
-        kw = dict(mode=m.mode, num_layers=m.num_layers, bidirectional=m.bidirectional,
-                  dropout=m.dropout, training=m.training, lengths=lengths)
-        if resolve(self.backend, x) == "aten":
-            from .aten import run_stack
-            out, h = run_stack(x, hx, weights, **kw)
-        else:
-            out, h = rnn_stack(x, hx, weights, backend=self.backend, **kw)
-        return (pack_padded_sequence(out, lengths) if packed else out), h
-
-
 def _fastrnn_module(case, torch_module, backend):
     import fastrnn
-    cls = getattr(fastrnn, "LSTM" if case.cell == "lstm" else "RNN", None)
-    if cls is None:
-        return _Functional(torch_module, backend)
+    cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.RNN
     p = next(torch_module.parameters())
     m = cls(case.H, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
             backend=backend).to(device=p.device, dtype=p.dtype)

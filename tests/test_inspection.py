@@ -81,8 +81,8 @@ def test_dedupe_merges_only_identical_kernels():
     groups = sorted(sorted((c.pass_, c.dtype, c.H, c.B) for c in group) for group in jobs.values())
     bwd = [[("bwd", "fp32", H, B) for H in (128, 2048)] for B in (1,)]
     bwd += [sorted(("bwd", "fp32", H, B) for H in (128, 2048) for B in (64, 256))]
-    fwd = [[("fwd", "bf16", H, 16)] for H in (32, 64, 128)]  # resident W_hh: a tile per H
-    fwd += [[("fwd", "bf16", 256, 16), ("fwd", "bf16", 2048, 16)]]  # streamed: one kernel
+    fwd = [[("fwd", "bf16", H, 16)] for H in (32, 64)]  # resident W_hh (<= 16 KiB): a tile per H
+    fwd += [[("fwd", "bf16", H, 16) for H in (128, 256, 2048)]]  # streamed: one kernel
     assert groups == sorted(2 * (bwd + fwd))  # once per architecture
     assert {job[2] for job in jobs} == {80, 90}
 

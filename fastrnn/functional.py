@@ -1,7 +1,9 @@
 """Multi-layer, bidirectional recurrences on top of the per-layer ops of a backend.
 
 This is the one place that knows about layers, directions and inter-layer dropout; the modules
-call it, and it calls one `elman_layer` / `lstm_layer` per layer and direction.
+call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward), and
+it calls one `elman_layer` / `lstm_layer` per layer and direction, or, on "aten", one `_VF` call
+for the whole stack.
 """
 import torch
 import torch.nn.functional as F

@@ -48,7 +48,7 @@ def main(quick=False, impl="fastrnn", seed=0):
         x_train, y_train = x_train[:512], y_train[:512]
     model = RowClassifier(rnn_lib)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         order = torch.randperm(len(y_train))
         for start in range(0, len(order), 64):

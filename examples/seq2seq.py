@@ -59,7 +59,7 @@ def main(quick=False, impl="fastrnn", seed=0):
     model = Seq2Seq(rnn_lib)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     length = 5
-    for step in range(80 if quick else 600):
+    for _ in range(80 if quick else 600):
         src, tgt = make_batch(64, length, gen)
         tgt_in = torch.cat([torch.full((1, tgt.shape[1]), BOS), tgt[:-1]])
         logits = model(src, tgt_in)

@@ -49,7 +49,7 @@ def main(quick=False, impl="fastrnn", seed=0):
     rnn_lib = fastrnn if impl == "fastrnn" else nn
     model = Tagger(rnn_lib)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(60 if quick else 400):
+    for _ in range(60 if quick else 400):
         tokens, tags, lengths = make_batch(32, 12, gen)
         logits = model(tokens, lengths)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), tags.flatten(), ignore_index=PAD)

@@ -13,8 +13,8 @@ per layer and direction. `config` (launch overrides) is passed to the ops as a J
 import torch
 import torch.nn.functional as F
 
-from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
 from . import library
+from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
 
 __all__ = ["elman_layer", "lstm_layer"]
 

@@ -74,9 +74,10 @@ def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS):
 def jit_kernels():
     """The kernel modules with compilable JITFunctions. Under TRITON_INTERPRET=1 (as in the test
     suite) fastrnn.kernels holds interpreter functions, so load a private copy with it off."""
+    from triton.runtime.jit import JITFunction
+
     from . import kernels
     from .kernels import elman, lstm  # noqa: F401
-    from triton.runtime.jit import JITFunction
     if isinstance(kernels.elman.elman_fwd_kernel, JITFunction):
         return kernels
     name = "_fastrnn_inspect_kernels"
@@ -142,7 +143,7 @@ def launch(case, k=None, override=None):
     dt, B, H = DTYPES[case.dtype], case.B, case.H
     R = H // 2 if case.cell == "lstm-proj" else H
     G = 4 if cell == "lstm" else 1
-    e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype)  # noqa: E731
+    e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype)
     f32 = torch.float32
     lengths = torch.full((B,), T, dtype=torch.int32) if case.lengths else None
     with _allow_tf32(case.tf32):

@@ -33,7 +33,7 @@ def autocast_args(device_type, x, hx, weights):
     """Cast x, hx (a tensor or a tuple) and the weight tuples to the autocast dtype: under
     autocast torch's RNN and LSTM run wholly in it, so one backend call sees one dtype."""
     dtype = torch.get_autocast_dtype(device_type)
-    cast = (lambda t: None if t is None else t.to(dtype))  # noqa: E731
+    cast = (lambda t: None if t is None else t.to(dtype))
     hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
     return cast(x), hx, [tuple(map(cast, w)) for w in weights]
 

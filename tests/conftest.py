@@ -5,8 +5,8 @@ import os
 # chose otherwise) makes every Triton kernel run on CPU tensors through the interpreter.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)

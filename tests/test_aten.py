@@ -119,7 +119,8 @@ def test_run_stack_equals_torch_lstm(packed):
     x = torch.randn(T, B, I)
     h0, c0 = torch.randn(4, B, P), torch.randn(4, B, H)
     lengths = torch.tensor([3, 5, 2, 1]) if packed else None
-    weights = [tuple(getattr(m, f"{n}_l{layer}{sfx}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    weights = [tuple(getattr(m, f"{n}_l{layer}{sfx}") for n in kinds)
                for layer in range(2) for sfx in ("", "_reverse")]
     out, (hn, cn) = aten.run_stack(x, (h0, c0), weights, mode="LSTM", num_layers=2, bidirectional=True,
                                    lengths=lengths)

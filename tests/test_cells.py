@@ -9,6 +9,8 @@ import torch
 import fastrnn
 from fastrnn.testing import assert_close
 
+from outcomes import outcome
+
 I, H = 5, 7
 
 CELLS = [("RNNCell", {}), ("RNNCell", dict(nonlinearity="relu")), ("RNNCell", dict(bias=False)),
@@ -85,12 +87,6 @@ def test_cell_copies(name):
         assert all(torch.equal(a, b) for a, b in zip(got, want)) if name == "LSTMCell" else torch.equal(got, want)
 
 
-def outcome(fn):
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - comparing whatever torch raises
-        return type(e), str(e)
-    return "ok", None
 
 
 r = torch.randn

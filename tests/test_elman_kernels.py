@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fastrnn import fused
+
 from layer_cases import SMALL_TILES, case_id, check_layer, layer_args
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16

@@ -10,17 +10,12 @@ import torch
 
 import fastrnn
 
+from outcomes import outcome
+
 PAIRS = [(fastrnn.RNN, torch.nn.RNN), (fastrnn.LSTM, torch.nn.LSTM)]
 PAIR_IDS = ["RNN", "LSTM"]
 
 
-def outcome(fn):
-    """(exception type, message) of fn(), or ('ok', None)."""
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - comparing whatever torch raises
-        return type(e), str(e)
-    return "ok", None
 
 
 # Constructor calls torch rejects; each must fail the same way (type and message) for fastrnn.

@@ -8,6 +8,8 @@ from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
 import fastrnn
 from fastrnn.testing import assert_close
 
+from outcomes import outcome
+
 OURS = {torch.nn.RNN: fastrnn.RNN, torch.nn.LSTM: fastrnn.LSTM, torch.nn.RNNCell: fastrnn.RNNCell,
         torch.nn.LSTMCell: fastrnn.LSTMCell}
 INFOS = [info for info in module_db if info.module_cls in OURS]
@@ -65,12 +67,6 @@ def test_module_db_samples_match_torch(info, backend):
             assert_close(a, e, name=f"sample {k} grad {n}", dtype=dtype, T=4)
 
 
-def outcome(fn):
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - comparing whatever torch raises
-        return type(e), str(e)
-    return "ok", None
 
 
 @pytest.mark.parametrize("info", [i for i in INFOS if i.module_error_inputs_func],
@@ -82,7 +78,7 @@ def test_module_db_error_inputs_raise_like_torch(info):
     for err in errors:
         ctor, fwd = err.module_error_input.constructor_input, err.module_error_input.forward_input
 
-        def run(cls):
+        def run(cls, ctor=ctor, err=err, fwd=fwd):
             m = cls(*ctor.args, **ctor.kwargs)
             if err.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
                 return m

@@ -7,16 +7,11 @@ from torch.nn.utils.rnn import pack_sequence
 import fastrnn
 from fastrnn.testing import assert_close
 
+from outcomes import outcome
+
 I, H, L = 4, 6, 2
 
 
-def outcome(fn):
-    """(exception type, message) of fn(), or ('ok', None)."""
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - comparing whatever torch raises
-        return type(e), str(e)
-    return "ok", None
 
 
 def pair(name, **kw):

@@ -38,7 +38,7 @@ def with_lengths(case):
 @pytest.mark.parametrize("nonlinearity,bias", [("tanh", True), ("relu", False)], ids=["tanh", "relu-nobias"])
 def test_elman_layer_gradcheck_and_gradgradcheck(nonlinearity, bias, case):
     args = elman_args(2, bias)
-    fn = lambda *a: reference.elman_layer(*a, nonlinearity=nonlinearity, **with_lengths(case))  # noqa: E731
+    fn = lambda *a: reference.elman_layer(*a, nonlinearity=nonlinearity, **with_lengths(case))
     assert torch.autograd.gradcheck(fn, args, fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, args, fast_mode=True)
 
@@ -47,7 +47,7 @@ def test_elman_layer_gradcheck_and_gradgradcheck(nonlinearity, bias, case):
 @pytest.mark.parametrize("bias,proj", [(True, False), (False, True)], ids=["bias", "nobias-proj"])
 def test_lstm_layer_gradcheck_and_gradgradcheck(bias, proj, case):
     args = [a for a in lstm_args(2, bias, proj)]
-    fn = lambda *a: reference.lstm_layer(*a, **with_lengths(case))  # noqa: E731
+    fn = lambda *a: reference.lstm_layer(*a, **with_lengths(case))
     assert torch.autograd.gradcheck(fn, args, fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, args, fast_mode=True)
 
@@ -71,8 +71,9 @@ def test_lengths_equal_running_each_sequence_alone(reverse):
 @pytest.mark.parametrize("name", ["RNN", "LSTM"])
 def test_module_on_reference_is_twice_differentiable_with_packed_input(name):
     """The whole module path (pad, stack, directions, re-pack, un-permute) keeps double backward."""
-    import fastrnn
     from torch.nn.utils.rnn import pack_sequence
+
+    import fastrnn
 
     module = getattr(fastrnn, name)(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64,
                                     backend="reference")

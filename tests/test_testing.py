@@ -152,7 +152,7 @@ class LayerMajorHnBugLSTM(nn.LSTM):
         out, (h, c) = super().forward(input, hx)
         if self.bidirectional and self.num_layers > 1:
             D, L = 2, self.num_layers
-            reorder = lambda s: s.unflatten(0, (L, D)).transpose(0, 1).flatten(0, 1)  # noqa: E731
+            reorder = lambda s: s.unflatten(0, (L, D)).transpose(0, 1).flatten(0, 1)
             h, c = reorder(h), reorder(c)
         return out, (h, c)
 

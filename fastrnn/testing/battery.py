@@ -102,7 +102,7 @@ def _run_reference(case, weights64, x, h0, c0, lengths):
     weights = []
     for layer in range(case.num_layers):
         for sfx in ("", "_reverse")[:case.num_directions]:
-            get = lambda n: weights64.get(f"{n}_l{layer}{sfx}")  # noqa: E731
+            get = lambda n, k=f"_l{layer}{sfx}": weights64.get(n + k)
             w = (get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
             weights.append(w + (get("weight_hr"),) if case.is_lstm else w)
     result = rnn_stack(x_r, (h, c) if case.is_lstm else h, weights, mode=case.mode,

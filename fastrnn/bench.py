@@ -251,13 +251,16 @@ def _progress(cases):
         yield case
 
 
-def plot(results, path):
+def plot(results, path, parity_tol):
+    """Bars of the speed-ups: green faster, grey at parity (within tolerance or noise), red slower."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 0.25 * len(results) + 1.5))
     ids, speed = [r["id"] for r in results], [r["speedup"] for r in results]
-    ax.barh(ids, speed, color=["tab:green" if s >= 1 else "tab:red" for s in speed])
+    colors = ["tab:red" if not at_parity(r, parity_tol) else "tab:green" if r["speedup"] >= 1 else "tab:gray"
+              for r in results]
+    ax.barh(ids, speed, color=colors)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("speed-up over torch.nn (higher is better)")
     ax.invert_yaxis()
@@ -323,6 +326,6 @@ def main(args):
     print(f"wrote {path}")
     if args.plot is not None:
         png = args.plot or os.path.splitext(path)[0] + ".png"
-        plot(results, png)
+        plot(results, png, args.parity_tol)
         print(f"wrote {png}")
     return 0

@@ -61,3 +61,10 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None):
     if cfg["W_RESIDENT"] and (H > cfg["BLOCK_H"] or R > cfg["BLOCK_K"]):
         raise ValueError(f"W_RESIDENT needs H <= BLOCK_H and R <= BLOCK_K, got H={H}, R={R}, {cfg}")
     return cfg
+
+
+def kernel_kwargs(cfg, pass_):
+    """The launch keywords a kernel takes from `cfg`: tiles, dot flags, num_warps, and (forward
+    kernels only) W_RESIDENT."""
+    keys = [k for k in KEYS if k != "W_RESIDENT" or pass_ == "fwd"]
+    return {k: cfg[k] for k in keys}

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from .common import active_rows, dot, load_w, matmul, step_time, tanh
-from .config import launch_config
+from .config import kernel_kwargs, launch_config
 
 
 @triton.jit
@@ -120,8 +120,7 @@ def elman_fwd(xg, w_hh, h0, lengths, out, *, reverse, relu, config=None):
     elman_fwd_kernel[(triton.cdiv(B, cfg["BLOCK_B"]),)](
         xg, xg.stride(0), xg.stride(1), w_hh, lengths, h, out, out.stride(0), out.stride(1), T, B, H,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, RELU=relu,
-        W_RESIDENT=cfg["W_RESIDENT"], DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
-        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+        **kernel_kwargs(cfg, "fwd"),
     )
     return h[T % 2]
 
@@ -138,7 +137,6 @@ def elman_bwd(dout, dh_n, out, w_hh, lengths, *, reverse, relu, config=None):
         dout, dout.stride(0), dout.stride(1), out, out.stride(0), out.stride(1), w_hh, lengths, dh, dg,
         T, B, H,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, RELU=relu,
-        DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
-        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+        **kernel_kwargs(cfg, "bwd"),
     )
     return dg, dh[T % 2]

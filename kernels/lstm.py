@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .common import active_rows, dot, load_w, matmul, sigmoid, step_time, tanh
-from .config import launch_config
+from .config import kernel_kwargs, launch_config
 
 
 @triton.jit
@@ -226,8 +226,7 @@ def lstm_fwd(xg, w_hh, w_hr, h0, c0, lengths, out, *, reverse, save, config=None
         out, out.stride(0), out.stride(1), m, H * B if (proj and save) else 0, gates, cs,
         T, B, H, R,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj, SAVE=save,
-        W_RESIDENT=cfg["W_RESIDENT"], DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
-        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+        **kernel_kwargs(cfg, "fwd"),
     )
     return h[T % 2], c[T % 2], ((gates, cs, m) if save else None)
 
@@ -253,7 +252,6 @@ def lstm_bwd(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, saved, *, reverse, confi
         dh, dc, dhs, B * R if proj else 0, dg,
         T, B, H, R,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj,
-        DOT_FP32=cfg["DOT_FP32"], PRECISION=cfg["PRECISION"],
-        BLOCK_B=cfg["BLOCK_B"], BLOCK_H=cfg["BLOCK_H"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"],
+        **kernel_kwargs(cfg, "bwd"),
     )
     return dg, dh[T % 2], dc[T % 2], (dhs if proj else None)

@@ -1,7 +1,8 @@
 """Drop-in `torch.nn.RNNCell` and `torch.nn.LSTMCell` that run one step through `rnn_stack`.
 
 A cell is a one-step, one-layer recurrence, so it goes through the same path as the modules
-(T = 1), and a backend's forward kernel serves cells too. Construction, parameters and repr are
+(T = 1), and a backend's forward kernel serves cells too; on the "aten" backend (the CPU default)
+a cell runs torch.nn's own forward. Construction, parameters and repr are
 torch's (the classes subclass torch's); forward repeats torch's checks with torch's messages.
 
 Shape letters: B batch, I input size, H hidden size.

@@ -3,7 +3,9 @@
 Each class subclasses torch's own, so construction (argument checks and their messages),
 parameters (names, shapes, order, initialisation), `state_dict`, `all_weights`, `_flat_weights`,
 `reset_parameters`, `.to()`, pickling and `isinstance(m, torch.nn.LSTM)` are torch's. What changes:
-`forward` (the same checks and messages, then `fastrnn.functional.rnn_stack` on a backend),
+`forward` (the same checks and messages, then `fastrnn.functional.rnn_stack` on the "reference"
+or "triton" backend; on "aten", the CPU default, torch.nn's own forward after the packed-input
+checks torch's LSTM skips),
 a keyword-only `backend` argument, a `flatten_parameters()` that does nothing (there is no cuDNN
 weight buffer to compact, so no warning either), and a repr that does not hide `nonlinearity='relu'`.
 

@@ -31,8 +31,9 @@ def interpreter_enabled():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve(backend, x):
-    """The concrete backend for a call on tensor `x`: 'reference', 'triton' or 'aten'."""
+def resolve(backend, x, check=True):
+    """The concrete backend for a call on tensor `x`: 'reference', 'triton' or 'aten'.
+    With `check`, raise BackendError when that is 'triton' and it cannot run `x`."""
     check_backend_name(backend)
     if backend == "auto":
         env = os.environ.get("FASTRNN_BACKEND", "").strip()
@@ -46,14 +47,16 @@ def resolve(backend, x):
             return "aten"  # torch's own fused CPU loops: the fastest correct CPU path we measured
         else:
             return "reference"
-    if backend == "triton":
+    if backend == "triton" and check:
         check_triton(x)
     return backend
 
 
 def runs_on_aten(backend, x):
-    """Does a module call on `x` resolve to 'aten'? The modules then run torch.nn's own forward."""
-    return isinstance(x, torch.Tensor) and resolve(backend, x) == "aten"
+    """Does a module call on `x` resolve to 'aten'? The modules then run torch.nn's own forward.
+    Asked before the module's input checks, so it raises nothing a backend would: bad input gets
+    torch's error first, and the backend's own check comes when it runs."""
+    return isinstance(x, torch.Tensor) and resolve(backend, x, check=False) == "aten"
 
 
 def check_triton(x):

@@ -106,23 +106,25 @@ LSTM_CELL_CASES = [
 
 
 @pytest.mark.parametrize("x,hx", [c[1:] for c in RNN_CELL_CASES], ids=[c[0] for c in RNN_CELL_CASES])
-def test_rnn_cell_errors_equal_torch(x, hx):
-    fast, ref = fastrnn.RNNCell(4, 8), torch.nn.RNNCell(4, 8)
+def test_rnn_cell_errors_equal_torch(x, hx, backend):
+    # every backend: on "aten" the cell is torch's own forward, the others run fastrnn's checks
+    fast, ref = fastrnn.RNNCell(4, 8, backend=backend), torch.nn.RNNCell(4, 8)
     want = outcome(lambda: ref(x, hx))
     assert want[0] != "ok"
     assert outcome(lambda: fast(x, hx)) == want
 
 
 @pytest.mark.parametrize("x,hx", [c[1:] for c in LSTM_CELL_CASES], ids=[c[0] for c in LSTM_CELL_CASES])
-def test_lstm_cell_errors_equal_torch(x, hx):
-    fast, ref = fastrnn.LSTMCell(4, 8), torch.nn.LSTMCell(4, 8)
+def test_lstm_cell_errors_equal_torch(x, hx, backend):
+    fast, ref = fastrnn.LSTMCell(4, 8, backend=backend), torch.nn.LSTMCell(4, 8)
     want = outcome(lambda: ref(x, hx))
     assert want[0] != "ok"
     assert outcome(lambda: fast(x, hx)) == want
 
 
-def test_unknown_nonlinearity_fails_at_forward_like_torch():
-    fast, ref = fastrnn.RNNCell(4, 8, nonlinearity="gelu"), torch.nn.RNNCell(4, 8, nonlinearity="gelu")
+def test_unknown_nonlinearity_fails_at_forward_like_torch(backend):
+    fast = fastrnn.RNNCell(4, 8, nonlinearity="gelu", backend=backend)
+    ref = torch.nn.RNNCell(4, 8, nonlinearity="gelu")
     x = torch.randn(2, 4)
     assert outcome(lambda: fast(x)) == outcome(lambda: ref(x)) == (RuntimeError, "Unknown nonlinearity: gelu")
 

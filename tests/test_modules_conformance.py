@@ -1,6 +1,8 @@
 """fastrnn's four classes against PyTorch's own module test data (`common_modules.module_db`):
 every sample input gives torch.nn's outputs and gradients, every error input torch.nn's error.
 Needs `expecttest` (in the `test` extra), which torch's internal test utilities import."""
+import functools
+
 import pytest
 import torch
 from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
@@ -71,7 +73,7 @@ def test_module_db_samples_match_torch(info, backend):
 
 @pytest.mark.parametrize("info", [i for i in INFOS if i.module_error_inputs_func],
                          ids=[i.name for i in INFOS if i.module_error_inputs_func])
-def test_module_db_error_inputs_raise_like_torch(info):
+def test_module_db_error_inputs_raise_like_torch(info, backend):
     errors = info.module_error_inputs_func(info, device="cpu", dtype=torch.float32, requires_grad=False,
                                            training=True)
     assert errors
@@ -85,6 +87,6 @@ def test_module_db_error_inputs_raise_like_torch(info):
             return m(*fwd.args, **fwd.kwargs)
 
         want = outcome(lambda: run(info.module_cls))
-        got = outcome(lambda: run(OURS[info.module_cls]))
+        got = outcome(lambda: run(functools.partial(OURS[info.module_cls], backend=backend)))
         assert want[0] is err.error_type, want
         assert got == want, (err.error_regex, got, want)

@@ -1,13 +1,16 @@
 """Drop-in `torch.nn.RNN` and `torch.nn.LSTM` whose forward runs through `rnn_stack`.
 
-Each class subclasses torch's own, so construction (argument checks and their messages),
+Each class subclasses `torch.nn.RNNBase`, so construction (argument checks and their messages),
 parameters (names, shapes, order, initialisation), `state_dict`, `all_weights`, `_flat_weights`,
-`reset_parameters`, `.to()`, pickling and `isinstance(m, torch.nn.LSTM)` are torch's. What changes:
-`forward` (the same checks and messages, then `fastrnn.functional.rnn_stack` on the "reference"
-or "triton" backend; on "aten", the CPU default, torch.nn's own forward after the packed-input
-checks torch's LSTM skips),
-a keyword-only `backend` argument, a `flatten_parameters()` that does nothing (there is no cuDNN
-weight buffer to compact, so no warning either), and a repr that does not hide `nonlinearity='relu'`.
+`reset_parameters`, `.to()` and pickling are torch's, and `isinstance(m, torch.nn.RNNBase)` holds.
+They are not subclasses of `torch.nn.RNN` / `torch.nn.LSTM`: Dynamo refuses every instance of
+those (`torch._dynamo.config.allow_rnn`), and fastrnn's modules must compile with
+`fullgraph=True` without a global switch that would also change how torch.nn's own RNNs compile.
+What the classes add: `forward` (torch's checks and messages, then `fastrnn.functional.rnn_stack`
+on the "reference" or "triton" backend; on "aten", the CPU default, torch.nn's own forward after
+the packed-input checks torch's LSTM skips), a keyword-only `backend` argument, a
+`flatten_parameters()` that does nothing (there is no cuDNN weight buffer to compact, so no warning
+either), and a repr that does not hide `nonlinearity='relu'`.
 
 Shape letters: T time steps, B batch, I input size, H hidden size, R = proj_size or H,
 D = 2 if bidirectional else 1, L = num_layers.
@@ -143,7 +146,7 @@ class _StackMixin:
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
             if packed:
                 self._check_packed(input, hx)
-            return super().forward(input, hx)
+            return self._torch_forward(input, hx)
         self._update_flat_weights()
         if packed:
             return self._forward_packed(input, hx)
@@ -190,27 +193,48 @@ class _StackMixin:
         return output, self._permute(hidden, unsorted_indices)
 
 
-class RNN(_StackMixin, torch.nn.RNN):
+class RNN(_StackMixin, torch.nn.RNNBase):
     """torch.nn.RNN (Elman, tanh or relu) with fastrnn's forward.
 
     RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True, batch_first=False,
         dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend='auto')
     """
 
+    _torch_forward = torch.nn.RNN.forward  # what the "aten" backend runs
+
     def __init__(self, *args, backend="auto", **kwargs):
+        # torch.nn.RNN's argument handling: `nonlinearity` is the fourth positional argument and
+        # picks the mode; RNNBase checks the rest.
         check_backend_name(backend)
-        super().__init__(*args, **kwargs)
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        args = list(args)
+        nonlinearity = args.pop(3) if len(args) > 3 else kwargs.pop("nonlinearity", "tanh")
+        if nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(mode, *args, **kwargs)
+        self.nonlinearity = nonlinearity
         self.backend = backend
 
 
-class LSTM(_StackMixin, torch.nn.LSTM):
+class LSTM(_StackMixin, torch.nn.RNNBase):
     """torch.nn.LSTM with fastrnn's forward.
 
     LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
          bidirectional=False, proj_size=0, device=None, dtype=None, *, backend='auto')
     """
 
+    _torch_forward = torch.nn.LSTM.forward
+    # The (h, c) checks torch.nn.LSTM adds to RNNBase, taken as they are.
+    get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
+    check_forward_args = torch.nn.LSTM.check_forward_args
+    permute_hidden = torch.nn.LSTM.permute_hidden
+
     def __init__(self, *args, backend="auto", **kwargs):
         check_backend_name(backend)
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         self.backend = backend

@@ -1,12 +1,13 @@
 """torch.compile(fullgraph=True) and torch.export over fastrnn modules.
 
-Compiled runs use the "aot_eager" compiler backend: it runs Dynamo (fullgraph: any graph break
-fails) and AOTAutograd (the custom ops' fake implementations and autograd formula) exactly as
-Inductor would, without minutes of C++ compilation on a 2-core CI machine.
+Most compiled runs use the "aot_eager" compiler backend: it runs Dynamo (fullgraph: any graph
+break fails) and AOTAutograd (the custom ops' fake implementations and autograd formula) exactly
+as Inductor would, in a second. One test per backend goes through Inductor itself (generated C++
+on CPU, the fastrnn ops as extern calls), about 10 s each.
 
-Dynamo refuses every module that is an instance of torch.nn.RNN/LSTM/GRU unless
-torch._dynamo.config.allow_rnn is set; fastrnn's modules subclass torch's (so parameters and
-state_dict stay torch's), hence the `allow_rnn` fixture, the one switch a user sets too.
+No switch is set: Dynamo refuses instances of torch.nn.RNN/LSTM/GRU unless the global
+torch._dynamo.config.allow_rnn is on, and fastrnn's modules subclass torch.nn.RNNBase instead,
+so they compile with Dynamo's defaults (asserted by the `dynamo_defaults` fixture).
 Not covered, by design: PackedSequence input under fullgraph (Dynamo skips pack_padded_sequence
 itself, for torch.nn as for fastrnn).
 """
@@ -25,11 +26,18 @@ T, B, I, H = 3, 2, 3, 5
 
 
 @pytest.fixture(autouse=True)
-def allow_rnn(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+def dynamo_defaults():
+    assert torch._dynamo.config.allow_rnn is False  # nobody (fastrnn included) flipped it
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+def test_torch_lstm_still_refused_so_the_switch_is_untouched():
+    """Importing and compiling fastrnn leaves torch.nn.LSTM's compile behaviour as torch ships it."""
+    model = torch.nn.LSTM(I, H)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="allow_rnn"):
+        torch.compile(model, fullgraph=True, backend="eager")(torch.randn(T, B, I))
 
 
 def _recording_backend(graphs):
@@ -44,26 +52,27 @@ def _fastrnn_ops(graphs):
     return [str(n.target) for g in graphs for n in g.graph.nodes if "fastrnn" in str(n.target)]
 
 
+def _assert_compiled_matches_eager(model, compiled, x=None):
+    """Outputs, and gradients of x and every parameter under one random cotangent, agree."""
+    x = torch.randn(T, B, I, requires_grad=True) if x is None else x
+    params = [x, *model.parameters()]
+    leaves_e = torch.utils._pytree.tree_leaves(model(x))
+    leaves_c = torch.utils._pytree.tree_leaves(compiled(x))
+    cots = [torch.randn_like(t) for t in leaves_e]
+    grads_e = torch.autograd.grad(leaves_e, params, cots)
+    grads_c = torch.autograd.grad(leaves_c, params, cots)
+    for e, c in zip([*leaves_e, *grads_e], [*leaves_c, *grads_c], strict=True):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
 @pytest.mark.parametrize("cell,kwargs", CASES, ids=CASE_IDS)
 def test_compiled_module_matches_eager(cell, kwargs, backend):
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, backend=backend, **kwargs)
-    x = torch.randn(T, B, I, requires_grad=True)
     graphs = []
     compiled = torch.compile(model, fullgraph=True, backend=_recording_backend(graphs))
-    params = [x, *model.parameters()]
-    eager_out = model(x)
-    comp_out = compiled(x)
-    leaves_e = torch.utils._pytree.tree_leaves(eager_out)
-    leaves_c = torch.utils._pytree.tree_leaves(comp_out)
-    cots = [torch.randn_like(t) for t in leaves_e]
-    for e, c in zip(leaves_e, leaves_c):
-        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
-    grads_e = torch.autograd.grad(leaves_e, params, cots)
-    grads_c = torch.autograd.grad(leaves_c, params, cots)
-    for e, c in zip(grads_e, grads_c):
-        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+    _assert_compiled_matches_eager(model, compiled)
     assert len(graphs) == 1
     ops = _fastrnn_ops(graphs)
     if backend == "triton":  # one opaque op per layer and direction, nothing traced inside it
@@ -72,6 +81,24 @@ def test_compiled_module_matches_eager(cell, kwargs, backend):
         assert ops == [fwd] * (kwargs["num_layers"] * D)
     else:  # reference: a graph of torch ops; aten: torch._VF's own RNN op, traced as in torch.nn
         assert ops == []
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
+def test_inductor_compiled_module_matches_eager(backend):
+    """The default compiler: Inductor generates and builds the graph's code (C++ on CPU)."""
+    torch.manual_seed(0)
+    model = fastrnn.LSTM(I, H, backend=backend, **CASES[0][1])
+    _assert_compiled_matches_eager(model, torch.compile(model, fullgraph=True))
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
+@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell"])
+def test_compiled_cell_matches_eager(cell, backend):
+    torch.manual_seed(0)
+    model = getattr(fastrnn, cell)(I, H, backend=backend)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    _assert_compiled_matches_eager(model, compiled, torch.randn(B, I, requires_grad=True))
 
 
 def test_compiled_triton_with_hidden_state_and_no_grad():

@@ -18,6 +18,7 @@ D = 2 if bidirectional else 1, L = num_layers.
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
+from . import packing
 from .backends import check_backend_name, runs_on_aten
 from .functional import rnn_stack
 
@@ -169,27 +170,33 @@ class _StackMixin:
         return output, hidden
 
     def _check_packed(self, packed, hx):
-        """torch's checks of packed input and hx; torch's LSTM skips them and computes garbage."""
+        """torch's checks of packed input and hx (torch's LSTM skips them and computes garbage),
+        with the batch size read without a data-dependent int where it can be (packing.py)."""
+        self.check_input(packed.data, packed.batch_sizes)
         if hx is None:
-            self.check_input(packed.data, packed.batch_sizes)
             return
         if self.mode == "LSTM" and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        self.check_forward_args(packed.data, hx, packed.batch_sizes)
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        R = self.proj_size if self.proj_size > 0 else self.hidden_size
+        B = packing.packed_batch(packed)
+        if self.mode != "LSTM":
+            self.check_hidden_size(hx, (LD, B, R), "Expected hidden size {}, got {}")
+            return
+        self.check_hidden_size(hx[0], (LD, B, R), "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(hx[1], (LD, B, self.hidden_size), "Expected hidden[1] size {}, got {}")
 
     def _forward_packed(self, packed, hx):
-        """Pad in sorted order, run with per-sequence lengths, re-pack with the input's
-        batch_sizes and indices; hx is read, and h_n returned, in the user's batch order."""
+        """Pad in sorted order, run with per-sequence lengths, re-pack into the input's layout;
+        hx is read, and h_n returned, in the user's batch order. Shapes never depend on values
+        when the PackedSequence has sorted_indices, so this compiles with fullgraph=True."""
         data, batch_sizes, sorted_indices, unsorted_indices = packed
         self._check_packed(packed, hx)
-        if hx is None:
-            hx = self._zero_hx(data, int(batch_sizes[0]))
-        hx = self._permute(hx, sorted_indices)
-        T = batch_sizes.size(0)
-        padded, lengths = torch._pad_packed_sequence(data, batch_sizes, False, 0.0, T)
+        B = packing.packed_batch(packed)
+        hx = self._zero_hx(data, B) if hx is None else self._permute(hx, sorted_indices)
+        padded, lengths, slots = packing.pad(data, batch_sizes, B)
         output, hidden = self._run(padded, hx, lengths)
-        out_data, _ = torch._pack_padded_sequence(output, lengths, False)
-        output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
+        output = PackedSequence(packing.pack(output, slots), batch_sizes, sorted_indices, unsorted_indices)
         return output, self._permute(hidden, unsorted_indices)
 
 

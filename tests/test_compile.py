@@ -164,3 +164,21 @@ def test_export_for_inference_runs(backend):
     got = program.module()(x2)
     for e, c in zip(want, got):
         torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes self.rnn._flat_weights")
+@pytest.mark.parametrize("backend,dynamic", [("triton", (0, 1)), ("reference", (0,))],
+                         ids=["triton-batch-and-time", "reference-batch"])
+def test_export_with_dynamic_shapes(backend, dynamic):
+    """The triton op is opaque, so batch and time both stay symbolic; the reference loops over
+    time in Python, so its export specialises T (as torch.nn's does) and only B is dynamic."""
+    torch.manual_seed(0)
+    model = _Tagger(backend).eval()
+    dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("time", max=256)}
+    program = torch.export.export(model, (torch.randn(B, T, I),),
+                                  dynamic_shapes=({d: dims[d] for d in dynamic},))
+    x2 = torch.randn(B + 2, T + 3 if 1 in dynamic else T, I)
+    with torch.no_grad():
+        want = model(x2)
+    for e, c in zip(want, program.module()(x2)):
+        torch.testing.assert_close(c, e, atol=1e-6, rtol=1e-5)

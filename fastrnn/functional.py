@@ -2,8 +2,9 @@
 
 This is the one place that knows about layers, directions and inter-layer dropout; the modules
 call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward), and
-it calls one `elman_layer` / `lstm_layer` per layer and direction, or, on "aten", one `_VF` call
-for the whole stack.
+it calls one `elman_layer` / `lstm_layer` per layer and direction; on "triton" one
+`elman_bidirectional` / `lstm_bidirectional` launch per bidirectional layer; on "aten" one `_VF`
+call for the whole stack.
 """
 import torch
 import torch.nn.functional as F
@@ -36,20 +37,33 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     D = 2 if bidirectional else 1
     layer_in, h_n, c_n = x, [], []
     for layer in range(num_layers):
-        outs = []
-        for direction in range(D):
-            k = layer * D + direction
-            reverse = direction == 1
+        ks = range(layer * D, (layer + 1) * D)
+        nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
+        if D == 2 and concrete == "triton":  # both directions in one launch, no concatenation
+            from . import fused  # imported by layer_ops already; Triton loads only when used
+            pair = [weights[k] for k in ks]
             if is_lstm:
-                out, h, c = lstm_layer(layer_in, h0[k], c0[k], *weights[k], reverse=reverse, lengths=lengths)
-                c_n.append(c)
+                layer_in, h, c = fused.lstm_bidirectional(layer_in, h0[ks.start:ks.stop],
+                                                          c0[ks.start:ks.stop], pair, lengths=lengths)
+                c_n.extend(c)
             else:
-                nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
-                out, h = elman_layer(layer_in, h0[k], *weights[k], nonlinearity=nonlinearity,
-                                     reverse=reverse, lengths=lengths)
-            outs.append(out)
-            h_n.append(h)
-        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+                layer_in, h = fused.elman_bidirectional(layer_in, h0[ks.start:ks.stop], pair,
+                                                        nonlinearity=nonlinearity, lengths=lengths)
+            h_n.extend(h)
+        else:
+            outs = []
+            for direction, k in enumerate(ks):
+                reverse = direction == 1
+                if is_lstm:
+                    out, h, c = lstm_layer(layer_in, h0[k], c0[k], *weights[k], reverse=reverse,
+                                           lengths=lengths)
+                    c_n.append(c)
+                else:
+                    out, h = elman_layer(layer_in, h0[k], *weights[k], nonlinearity=nonlinearity,
+                                         reverse=reverse, lengths=lengths)
+                outs.append(out)
+                h_n.append(h)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = F.dropout(layer_in, p=dropout, training=True)
     h_n = torch.stack(h_n)

@@ -1,14 +1,18 @@
 """The "triton" backend: the per-layer ops on the fused kernels.
 
-Per layer and direction:
-  forward   xg = x W_ih^T + (b_ih + b_hh)       one GEMM over all T*B rows (autograd does its backward)
-            out, h_n, c_n = fused recurrence    one kernel launch, loops over time
+Per layer (one or both directions):
+  forward   xg = x W_ih^T + (b_ih + b_hh)       one GEMM over all T*B rows, both directions' weights
+                                                stacked (autograd does its backward)
+            out, h_n, c_n = fused recurrence    one kernel launch, loops over time; the directions
+                                                run side by side and write their halves of `out`
   backward  dG, dh0, dc0 = fused backward       one kernel launch, loops backwards over time
-            dW_hh = dG^T H_prev, dW_hr = dH^T M  GEMMs over all steps
-The public functions take the reference's signature (fastrnn/reference.py) and its semantics.
-The recurrences run as the torch.library custom ops of fastrnn/library.py (forward, backward and
-their autograd formula live there), so torch.compile(fullgraph=True) and torch.export see one op
-per layer and direction. `config` (launch overrides) is passed to the ops as a JSON string.
+            dW_hh = dG^T H_prev, dW_hr = dH^T M  GEMMs over all steps, per direction
+`elman_layer` / `lstm_layer` take the reference's signature (fastrnn/reference.py) and its
+semantics for one direction; `elman_bidirectional` / `lstm_bidirectional` run both directions of
+a layer. The recurrences run as the torch.library custom ops of fastrnn/library.py (forward,
+backward and their autograd formula live there), so torch.compile(fullgraph=True) and
+torch.export see one op per layer. `config` (launch overrides) is passed to the ops as a JSON
+string.
 """
 import torch
 import torch.nn.functional as F
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from . import library
 from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
 
-__all__ = ["elman_layer", "lstm_layer"]
+__all__ = ["elman_layer", "lstm_layer", "elman_bidirectional", "lstm_bidirectional"]
 
 
 def _autocast_weights(xg, *weights):
@@ -28,19 +32,37 @@ def _autocast_weights(xg, *weights):
     return tuple(None if w is None else w.to(xg.dtype) for w in weights)
 
 
-def _input_projection(x, weight_ih, bias_ih, bias_hh):
-    """xg = x W_ih^T + b_ih + b_hh: [T, B, I] -> [T, B, G*H], one GEMM over all steps."""
-    if bias_ih is None and bias_hh is None:
+def _input_projection(x, directions):
+    """xg = x W_ih^T + b_ih + b_hh for each direction's (weight_ih, bias_ih, bias_hh), as one GEMM
+    over all steps: [T, B, I] -> one [T, B, G*H] view per direction (halves of one buffer)."""
+    weight = torch.cat([w for w, _, _ in directions]) if len(directions) > 1 else directions[0][0]
+    biases = [_bias_sum(b_ih, b_hh) for _, b_ih, b_hh in directions]
+    if all(b is None for b in biases):
         bias = None
-    elif bias_hh is None or bias_ih is None:
-        bias = bias_ih if bias_hh is None else bias_hh
     else:
-        bias = bias_ih + bias_hh
-    return F.linear(x, weight_ih, bias).contiguous()
+        bias = torch.cat([torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b
+                          for (w, _, _), b in zip(directions, biases)])
+    xg = F.linear(x, weight, bias)
+    return xg.chunk(len(directions), dim=-1)
+
+
+def _bias_sum(bias_ih, bias_hh):
+    if bias_ih is None or bias_hh is None:
+        return bias_hh if bias_ih is None else bias_ih
+    return bias_ih + bias_hh
 
 
 def _lengths(lengths, x):
     return None if lengths is None else lengths.to(device=x.device, dtype=torch.int32)
+
+
+def _check_nonlinearity(nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+
+
+def _needs_save(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def elman_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
@@ -48,11 +70,23 @@ def elman_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
     """One Elman layer and direction on the fused kernels. x: [T, B, I], h0: [B, H],
     lengths: [B] or None -> (out: [T, B, H], h_n: [B, H]). `config` overrides launch parameters."""
     check_triton(x)
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    xg = _input_projection(x, weight_ih, bias_ih, bias_hh)
-    (weight_hh,) = _autocast_weights(xg, weight_hh)
-    return library.elman(xg, h0, weight_hh, _lengths(lengths, x), reverse, nonlinearity == "relu", config)
+    _check_nonlinearity(nonlinearity)
+    xg = _input_projection(x, [(weight_ih, bias_ih, bias_hh)])
+    (weight_hh,) = _autocast_weights(xg[0], weight_hh)
+    out, h_n = library.elman(xg, h0[None], (weight_hh,), _lengths(lengths, x), reverse,
+                             nonlinearity == "relu", config)
+    return out, h_n[0]
+
+
+def elman_bidirectional(x, h0, weights, *, nonlinearity="tanh", lengths=None, config=None):
+    """Both directions of an Elman layer in one launch. x: [T, B, I], h0: [2, B, H], weights: the
+    (w_ih, w_hh, b_ih, b_hh) tuple of each direction (forward first) -> (out [T, B, 2H] as torch
+    concatenates it, h_n [2, B, H])."""
+    check_triton(x)
+    _check_nonlinearity(nonlinearity)
+    xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh in weights])
+    w_hh = _autocast_weights(xg[0], *(w[1] for w in weights))
+    return library.elman(xg, h0, w_hh, _lengths(lengths, x), False, nonlinearity == "relu", config)
 
 
 def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *,
@@ -60,8 +94,24 @@ def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weig
     """One LSTM layer and direction on the fused kernels. x: [T, B, I], h0: [B, R], c0: [B, H],
     lengths: [B] or None -> (out: [T, B, R], h_n: [B, R], c_n: [B, H])."""
     check_triton(x)
-    xg = _input_projection(x, weight_ih, bias_ih, bias_hh)
-    params = (xg, h0, c0, weight_hh, weight_hr)
-    save = torch.is_grad_enabled() and any(p is not None and p.requires_grad for p in params)
-    weight_hh, weight_hr = _autocast_weights(xg, weight_hh, weight_hr)
-    return library.lstm(xg, h0, c0, weight_hh, weight_hr, _lengths(lengths, x), reverse, save, config)
+    xg = _input_projection(x, [(weight_ih, bias_ih, bias_hh)])
+    save = _needs_save(*xg, h0, c0, weight_hh, weight_hr)
+    weight_hh, weight_hr = _autocast_weights(xg[0], weight_hh, weight_hr)
+    out, h_n, c_n = library.lstm(xg, h0[None], c0[None], (weight_hh,),
+                                 None if weight_hr is None else (weight_hr,),
+                                 _lengths(lengths, x), reverse, save, config)
+    return out, h_n[0], c_n[0]
+
+
+def lstm_bidirectional(x, h0, c0, weights, *, lengths=None, config=None):
+    """Both directions of an LSTM layer in one launch. x: [T, B, I], h0: [2, B, R], c0: [2, B, H],
+    weights: the (w_ih, w_hh, b_ih, b_hh, w_hr) tuple of each direction (forward first)
+    -> (out [T, B, 2R] as torch concatenates it, h_n [2, B, R], c_n [2, B, H])."""
+    check_triton(x)
+    xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh, _ in weights])
+    w_hh = [w[1] for w in weights]
+    w_hr = None if weights[0][4] is None else [w[4] for w in weights]
+    save = _needs_save(*xg, h0, c0, *w_hh, *(w_hr or ()))
+    w_hh = _autocast_weights(xg[0], *w_hh)
+    w_hr = None if w_hr is None else _autocast_weights(xg[0], *w_hr)
+    return library.lstm(xg, h0, c0, w_hh, w_hr, _lengths(lengths, x), False, save, config)

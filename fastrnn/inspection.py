@@ -149,20 +149,23 @@ def launch(case, k=None, override=None):
     with _allow_tf32(case.tf32):
         cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override)
     name = f"{cell}_{case.pass_}_kernel"
-    w_hh = e(G * H, R)
-    w_hr = e(R, H) if case.cell == "lstm-proj" else None
+    # one direction: a bidirectional layer launches the same kernel (its second direction is grid
+    # axis 1, with a second set of pointers of the same types and, for every H of the grid, the
+    # same 16-byte alignment), so it compiles to the same binary
+    w_hh = (e(G * H, R),)
+    w_hr = (e(R, H),) if case.cell == "lstm-proj" else None
     with _recording(module, name) as (kernel, calls):
         opts = dict(reverse=case.reverse, config=cfg)
         if name == "elman_fwd_kernel":
-            module.elman_fwd(e(T, B, H), w_hh, e(B, H), lengths, e(T, B, H), relu=case.relu, **opts)
+            module.elman_fwd((e(T, B, H),), w_hh, e(1, B, H), lengths, e(T, B, H), relu=case.relu, **opts)
         elif name == "elman_bwd_kernel":
-            module.elman_bwd(e(T, B, H), e(B, H), e(T, B, H), w_hh, lengths, relu=case.relu, **opts)
+            module.elman_bwd(e(T, B, H), e(1, B, H), e(T, B, H), w_hh, lengths, relu=case.relu, **opts)
         elif name == "lstm_fwd_kernel":
-            module.lstm_fwd(e(T, B, 4 * H), w_hh, w_hr, e(B, R), e(B, H), lengths, e(T, B, R),
+            module.lstm_fwd((e(T, B, 4 * H),), w_hh, w_hr, e(1, B, R), e(1, B, H), lengths, e(T, B, R),
                             save=case.train, **opts)
         else:
-            saved = (e(T, B, 4 * H, dtype=f32), e(T, B, H, dtype=f32), None)
-            module.lstm_bwd(e(T, B, R), e(B, R), e(B, H), w_hh, w_hr, e(B, H), lengths, saved, **opts)
+            saved = (e(1, T, B, 4 * H, dtype=f32), e(1, T, B, H, dtype=f32), None)
+            module.lstm_bwd(e(T, B, R), e(1, B, R), e(1, B, H), w_hh, w_hr, e(1, B, H), lengths, saved, **opts)
     (args, kwargs), = calls
     return cell, kernel, args, kwargs
 

@@ -1,21 +1,25 @@
 """The fused kernels as `torch.library` custom ops, so torch.compile and torch.export see one op.
 
-Four ops, each a pure function (no input is mutated, no output aliases an input):
+Four ops, each a pure function (no input is mutated, no output aliases an input), each running
+one layer in D = 1 or 2 directions (one launch; `*_rev` arguments are None for D = 1):
 
-  fastrnn::elman_fwd(xg, h0, w_hh, lengths, reverse, relu, config) -> (out, h_n)
-  fastrnn::elman_bwd(dout, dh_n, out, w_hh, lengths, reverse, relu, config) -> (dG, dh0)
-  fastrnn::lstm_fwd(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config)
-      -> (out, h_n, c_n, gates, cs, m)
-  fastrnn::lstm_bwd(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, gates, cs, reverse, config)
-      -> (dG, dh0, dc0, dH)
+  fastrnn::elman_fwd(xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config) -> (out, h_n)
+  fastrnn::elman_bwd(dout, dh_n, out, w_hh, w_hh_rev, lengths, reverse, relu, config) -> (dG, dh0)
+  fastrnn::lstm_fwd(xg, xg_rev, h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, reverse, save,
+                    config) -> (out, h_n, c_n, gates, cs, m)
+  fastrnn::lstm_bwd(dout, dh_n, dc_n, w_hh, w_hh_rev, w_hr, w_hr_rev, c0, lengths, gates, cs,
+                    reverse, config) -> (dG, dh0, dc0, dH)
 
-Shapes: xg [T, B, G*H] (G = 1 Elman, 4 LSTM, order i|f|g|o), h0 [B, R], c0 [B, H], w_hh [G*H, R],
-w_hr [R, H] or None, lengths [B] int32 or None, out [T, B, R]. The LSTM forward returns the
-activations its backward needs as extra fp32 outputs (gates [T, B, 4H], cs [T, B, H], m [T, B, H]
-with a projection); when `save` is False or there is no projection they are empty [0] tensors,
-because a custom op cannot return None. dG/dh0/dc0/dH come back in fp32; the autograd formula
-(registered below) does the weight-gradient GEMMs with ordinary torch ops and casts, so a compiled
-backward graph holds one opaque op per layer and direction plus GEMMs Inductor can see.
+Shapes: xg, xg_rev [T, B, G*H] (G = 1 Elman, 4 LSTM, order i|f|g|o; unit last stride, e.g. the two
+halves of one GEMM's output), h0 [D, B, R], c0 [D, B, H], w_hh [G*H, R], w_hr [R, H] or None,
+lengths [B] int32 or None, out [T, B, D*R] (forward direction first, as torch concatenates).
+`reverse` makes a one-direction op walk backwards in time. The LSTM forward returns the
+activations its backward needs as extra fp32 outputs (gates [D, T, B, 4H], cs [D, T, B, H],
+m [D, T, B, H] with a projection); when `save` is False or there is no projection they are empty
+[0] tensors, because a custom op cannot return None. dG [D, T, B, G*H], dh0, dc0, dH come back in
+fp32; the autograd formula (registered below) does the weight-gradient GEMMs with ordinary torch
+ops and casts, so a compiled backward graph holds one opaque op per layer plus GEMMs Inductor can
+see.
 
 `config` (launch overrides, a dict used by tests and tuning) travels as a JSON string: a schema
 cannot hold a dict, and a string is a constant to Dynamo, so every call, eager or compiled, goes
@@ -61,6 +65,30 @@ def _no_double_backward():
                            "kernel); use backend='reference' for higher-order gradients")
 
 
+def _dirs(a, b):
+    """The per-direction tuple of an op's (forward, reverse) argument pair; b is None for D = 1."""
+    return (a,) if b is None else (a, b)
+
+
+def _xg_pair(xg, xg_rev):
+    """Both directions' input projections with unit last stride and equal strides (no copy for
+    the two halves of one GEMM's output)."""
+    if xg_rev is None:
+        return (xg if xg.stride(-1) == 1 else xg.contiguous(),)
+    if xg.stride(-1) == 1 and xg.stride() == xg_rev.stride():
+        return xg, xg_rev
+    return xg.contiguous(), xg_rev.contiguous()
+
+
+def _contiguous(*ts):
+    return tuple(None if t is None else t.contiguous() for t in ts)
+
+
+def _is_reversed(reverse, d):
+    """Does direction d of an op walk backwards? d = 1 does; `reverse` flips (as in the kernels)."""
+    return (d == 1) != reverse
+
+
 def _previous_h(out, h0, lengths, reverse):
     """H_prev [T, B, R]: the state each step multiplied by W_hh (only read where the step is active)."""
     h0 = h0.to(out.dtype)[None]
@@ -79,48 +107,59 @@ def _weight_grad(dg, x):
     return dg.reshape(-1, dg.shape[-1]).t() @ x.reshape(-1, x.shape[-1]).float()
 
 
-# --- Elman --------------------------------------------------------------------------------------
+# --- Elman ---------------------------------------------------------------------------------------
 @torch.library.custom_op("fastrnn::elman_fwd", mutates_args=())
-def elman_fwd_op(xg: Tensor, h0: Tensor, w_hh: Tensor, lengths: Optional[Tensor], reverse: bool,
-                 relu: bool, config: Optional[str]) -> tuple[Tensor, Tensor]:
-    xg = xg.contiguous()
-    out = torch.empty(xg.shape, device=xg.device, dtype=xg.dtype)
-    h_n = elman_fwd(xg, w_hh.contiguous(), h0.contiguous(), lengths, out, reverse=reverse, relu=relu,
-                    config=_decode(config))
+def elman_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, w_hh: Tensor,
+                 w_hh_rev: Optional[Tensor], lengths: Optional[Tensor], reverse: bool, relu: bool,
+                 config: Optional[str]) -> tuple[Tensor, Tensor]:
+    xgs = _xg_pair(xg, xg_rev)
+    T, B, H = xg.shape
+    out = torch.empty((T, B, len(xgs) * H), device=xg.device, dtype=xg.dtype)
+    h_n = elman_fwd(xgs, _contiguous(*_dirs(w_hh, w_hh_rev)), h0.contiguous(), lengths, out,
+                    reverse=reverse, relu=relu, config=_decode(config))
     return out, h_n.to(xg.dtype, copy=True)  # a copy: h_n is a view of the launcher's buffer
 
 
 @elman_fwd_op.register_fake
-def _(xg, h0, w_hh, lengths, reverse, relu, config):
-    return torch.empty_like(xg), xg.new_empty(h0.shape)
+def _(xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config):
+    T, B, H = xg.shape
+    return xg.new_empty((T, B, h0.shape[0] * H)), xg.new_empty(h0.shape)
 
 
 @torch.library.custom_op("fastrnn::elman_bwd", mutates_args=())
-def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, lengths: Optional[Tensor],
-                 reverse: bool, relu: bool, config: Optional[str]) -> tuple[Tensor, Tensor]:
-    dg, dh0 = elman_bwd(dout.contiguous(), dh_n.contiguous(), out.contiguous(), w_hh.contiguous(),
-                        lengths, reverse=reverse, relu=relu, config=_decode(config))
+def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
+                 lengths: Optional[Tensor], reverse: bool, relu: bool, config: Optional[str]
+                 ) -> tuple[Tensor, Tensor]:
+    dg, dh0 = elman_bwd(dout.contiguous(), dh_n.contiguous(), out.contiguous(),
+                        _contiguous(*_dirs(w_hh, w_hh_rev)), lengths, reverse=reverse, relu=relu,
+                        config=_decode(config))
     return dg, dh0.clone()
 
 
 @elman_bwd_op.register_fake
-def _(dout, dh_n, out, w_hh, lengths, reverse, relu, config):
-    return _f32(out, *out.shape), _f32(out, *dh_n.shape)
+def _(dout, dh_n, out, w_hh, w_hh_rev, lengths, reverse, relu, config):
+    D, B, H = dh_n.shape
+    return _f32(out, D, out.shape[0], B, H), _f32(out, *dh_n.shape)
 
 
 def _elman_setup(ctx, inputs, output):
-    xg, h0, w_hh, lengths, reverse, relu, config = inputs
-    ctx.save_for_backward(h0, w_hh, lengths, output[0])
+    xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config = inputs
+    ctx.save_for_backward(h0, w_hh, w_hh_rev, lengths, output[0])
     ctx.opts = dict(reverse=reverse, relu=relu, config=config)
 
 
 def _elman_backward(ctx, dout, dh_n):
     _no_double_backward()
-    h0, w_hh, lengths, out = ctx.saved_tensors
-    dg, dh0 = elman_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), out, w_hh, lengths,
-                           **ctx.opts)
-    dw_hh = _weight_grad(dg, _previous_h(out, h0, lengths, ctx.opts["reverse"]))
-    return dg.to(out.dtype), dh0.to(h0.dtype), dw_hh.to(w_hh.dtype), None, None, None, None
+    h0, w_hh, w_hh_rev, lengths, out = ctx.saved_tensors
+    dg, dh0 = elman_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), out, w_hh, w_hh_rev,
+                           lengths, **ctx.opts)
+    H = h0.shape[-1]
+    dw_hh = [_weight_grad(dg[d], _previous_h(out[..., d * H:(d + 1) * H], h0[d], lengths,
+                                             _is_reversed(ctx.opts["reverse"], d))).to(w.dtype)
+             for d, w in enumerate(_dirs(w_hh, w_hh_rev))]
+    dxg = [g.to(out.dtype) for g in dg]
+    return (dxg[0], dxg[1] if len(dxg) == 2 else None, dh0.to(h0.dtype), dw_hh[0],
+            dw_hh[1] if len(dw_hh) == 2 else None, None, None, None, None)
 
 
 elman_fwd_op.register_autograd(_elman_backward, setup_context=_elman_setup)
@@ -128,15 +167,17 @@ elman_fwd_op.register_autograd(_elman_backward, setup_context=_elman_setup)
 
 # --- LSTM ---------------------------------------------------------------------------------------
 @torch.library.custom_op("fastrnn::lstm_fwd", mutates_args=())
-def lstm_fwd_op(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+def lstm_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, c0: Tensor, w_hh: Tensor,
+                w_hh_rev: Optional[Tensor], w_hr: Optional[Tensor], w_hr_rev: Optional[Tensor],
                 lengths: Optional[Tensor], reverse: bool, save: bool, config: Optional[str]
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    xg = xg.contiguous()
+    xgs = _xg_pair(xg, xg_rev)
     T, B, _ = xg.shape
-    out = torch.empty((T, B, w_hh.shape[1]), device=xg.device, dtype=xg.dtype)
-    h_n, c_n, saved = lstm_fwd(xg, w_hh.contiguous(), None if w_hr is None else w_hr.contiguous(),
-                               h0.contiguous(), c0.contiguous(), lengths, out, reverse=reverse,
-                               save=save, config=_decode(config))
+    out = torch.empty((T, B, len(xgs) * w_hh.shape[1]), device=xg.device, dtype=xg.dtype)
+    w_hrs = None if w_hr is None else _contiguous(*_dirs(w_hr, w_hr_rev))
+    h_n, c_n, saved = lstm_fwd(xgs, _contiguous(*_dirs(w_hh, w_hh_rev)), w_hrs, h0.contiguous(),
+                               c0.contiguous(), lengths, out, reverse=reverse, save=save,
+                               config=_decode(config))
     gates, cs, m = saved if save else (_f32(xg, 0), _f32(xg, 0), None)
     # copies: h_n/c_n are views of the launcher's buffers, and empty outputs must not alias
     return (out, h_n.to(xg.dtype, copy=True), c_n.to(xg.dtype, copy=True), gates, cs,
@@ -144,48 +185,57 @@ def lstm_fwd_op(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional
 
 
 @lstm_fwd_op.register_fake
-def _(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
+def _(xg, xg_rev, h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, reverse, save, config):
     T, B, G = xg.shape
-    H, R = G // 4, w_hh.shape[1]
-    saved = (_f32(xg, T, B, G), _f32(xg, T, B, H)) if save else (_f32(xg, 0), _f32(xg, 0))
-    m = _f32(xg, T, B, H) if (save and w_hr is not None) else _f32(xg, 0)
-    return (xg.new_empty((T, B, R)), xg.new_empty((B, R)), xg.new_empty((B, H))) + saved + (m,)
+    D, H, R = h0.shape[0], G // 4, w_hh.shape[1]
+    saved = (_f32(xg, D, T, B, G), _f32(xg, D, T, B, H)) if save else (_f32(xg, 0), _f32(xg, 0))
+    m = _f32(xg, D, T, B, H) if (save and w_hr is not None) else _f32(xg, 0)
+    return (xg.new_empty((T, B, D * R)), xg.new_empty(h0.shape), xg.new_empty(c0.shape)) + saved + (m,)
 
 
 @torch.library.custom_op("fastrnn::lstm_bwd", mutates_args=())
-def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
-                c0: Tensor, lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
+def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
+                w_hr: Optional[Tensor], w_hr_rev: Optional[Tensor], c0: Tensor,
+                lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
                 config: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    w_hrs = None if w_hr is None else _contiguous(*_dirs(w_hr, w_hr_rev))
     dg, dh0, dc0, dhs = lstm_bwd(dout.contiguous(), dh_n.contiguous(), dc_n.contiguous(),
-                                 w_hh.contiguous(), None if w_hr is None else w_hr.contiguous(),
-                                 c0, lengths, (gates, cs, None), reverse=reverse, config=_decode(config))
+                                 _contiguous(*_dirs(w_hh, w_hh_rev)), w_hrs, c0, lengths,
+                                 (gates, cs, None), reverse=reverse, config=_decode(config))
     return dg, dh0.clone(), dc0.clone(), _f32(dg, 0) if dhs is None else dhs
 
 
 @lstm_bwd_op.register_fake
-def _(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, gates, cs, reverse, config):
-    dhs = _f32(gates, *dout.shape) if w_hr is not None else _f32(gates, 0)
+def _(dout, dh_n, dc_n, w_hh, w_hh_rev, w_hr, w_hr_rev, c0, lengths, gates, cs, reverse, config):
+    D, T, B, _ = gates.shape
+    dhs = _f32(gates, D, T, B, dh_n.shape[-1]) if w_hr is not None else _f32(gates, 0)
     return _f32(gates, *gates.shape), _f32(gates, *dh_n.shape), _f32(gates, *dc_n.shape), dhs
 
 
 def _lstm_setup(ctx, inputs, output):
-    xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config = inputs
+    xg, xg_rev, h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, reverse, save, config = inputs
     out, _, _, gates, cs, m = output
     if save:
-        ctx.save_for_backward(h0, c0, w_hh, w_hr, lengths, out, gates, cs, m)
+        ctx.save_for_backward(h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, out, gates, cs, m)
     ctx.opts = dict(reverse=reverse, config=config)
 
 
 def _lstm_backward(ctx, dout, dh_n, dc_n, *_saved_grads):
     _no_double_backward()
-    h0, c0, w_hh, w_hr, lengths, out, gates, cs, m = ctx.saved_tensors
+    h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, out, gates, cs, m = ctx.saved_tensors
     dg, dh0, dc0, dhs = lstm_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0),
-                                    _zeros_if_none(dc_n, c0), w_hh, w_hr, c0, lengths, gates, cs,
-                                    **ctx.opts)
-    dw_hh = _weight_grad(dg, _previous_h(out, h0, lengths, ctx.opts["reverse"]))
-    dw_hr = None if w_hr is None else _weight_grad(dhs, m).to(w_hr.dtype)
-    return (dg.to(out.dtype), dh0.to(h0.dtype), dc0.to(c0.dtype), dw_hh.to(w_hh.dtype), dw_hr,
-            None, None, None, None)
+                                    _zeros_if_none(dc_n, c0), w_hh, w_hh_rev, w_hr, w_hr_rev, c0,
+                                    lengths, gates, cs, **ctx.opts)
+    D, R = h0.shape[0], h0.shape[-1]
+    dw_hh = [_weight_grad(dg[d], _previous_h(out[..., d * R:(d + 1) * R], h0[d], lengths,
+                                             _is_reversed(ctx.opts["reverse"], d))).to(w.dtype)
+             for d, w in enumerate(_dirs(w_hh, w_hh_rev))]
+    dw_hr = [None] * D if w_hr is None else [_weight_grad(dhs[d], m[d]).to(w.dtype)
+                                             for d, w in enumerate(_dirs(w_hr, w_hr_rev))]
+    dxg = [g.to(out.dtype) for g in dg]
+    second = (lambda xs: xs[1] if D == 2 else None)
+    return (dxg[0], second(dxg), dh0.to(h0.dtype), dc0.to(c0.dtype), dw_hh[0], second(dw_hh),
+            dw_hr[0], second(dw_hr), None, None, None, None)
 
 
 lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
@@ -193,12 +243,20 @@ lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
 
 # --- the calls fastrnn.fused makes --------------------------------------------------------------
 def elman(xg, h0, w_hh, lengths, reverse, relu, config):
-    """xg: [T, B, H], h0: [B, H], w_hh: [H, H], lengths: [B] int32 or None -> (out [T, B, H], h_n [B, H])."""
-    return elman_fwd_op(xg, h0, w_hh, lengths, reverse, relu, encode_config(config))
+    """xg: D tensors [T, B, H], h0: [D, B, H], w_hh: D tensors [H, H], lengths: [B] int32 or None
+    -> (out [T, B, D*H], h_n [D, B, H])."""
+    return elman_fwd_op(xg[0], _second(xg), h0, w_hh[0], _second(w_hh), lengths, reverse, relu,
+                        encode_config(config))
 
 
 def lstm(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
-    """xg: [T, B, 4H], h0: [B, R], c0: [B, H], w_hh: [4H, R], w_hr: [R, H] or None
-    -> (out [T, B, R], h_n [B, R], c_n [B, H])."""
-    out, h_n, c_n, *_ = lstm_fwd_op(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, encode_config(config))
+    """xg: D tensors [T, B, 4H], h0: [D, B, R], c0: [D, B, H], w_hh: D tensors [4H, R], w_hr: D
+    tensors [R, H] or None -> (out [T, B, D*R], h_n [D, B, R], c_n [D, B, H])."""
+    w_hr = (None, None) if w_hr is None else (w_hr[0], _second(w_hr))
+    out, h_n, c_n, *_ = lstm_fwd_op(xg[0], _second(xg), h0, c0, w_hh[0], _second(w_hh), *w_hr,
+                                    lengths, reverse, save, encode_config(config))
     return out, h_n, c_n
+
+
+def _second(pair):
+    return pair[1] if len(pair) == 2 else None

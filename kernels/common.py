@@ -67,13 +67,22 @@ def matmul(acc, s_ptr, stride_sb, offs_b, mask_b, w_ptr, stride_wn, stride_wk, o
 
 
 @triton.jit
-def step_time(s, T, REVERSE: tl.constexpr):
-    """Time index of the s-th step a direction takes (int64, for offsets that may pass 2**31)."""
-    s = tl.cast(s, tl.int64)
+def direction(REVERSE: tl.constexpr):
+    """(d, rev) of this program. Grid axis 1 is the direction: a bidirectional layer is one launch
+    whose programs (·, 0) walk forward and (·, 1) walk backward in time. REVERSE flips a launch of
+    one direction only (the reverse pass on its own). d is int64, for offsets past 2**31."""
+    d = tl.cast(tl.program_id(1), tl.int64)
     if REVERSE:
-        return T - 1 - s
+        return d, d == 0
     else:
-        return s
+        return d, d == 1
+
+
+@triton.jit
+def step_time(s, T, rev):
+    """Time index of the s-th step a direction takes (int64): s, or T - 1 - s where `rev`."""
+    s = tl.cast(s, tl.int64)
+    return tl.where(rev, T - 1 - s, s)
 
 
 @triton.jit

@@ -6,7 +6,10 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   programs never wait for each other. BLOCK_B = 16 for B <= 16, else 32.
 - BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64 for Elman.
 - BLOCK_K = 16 and 4 warps: a sweep of BLOCK_K in {16, 32} x warps in {2, 4, 8} left the fewest
-  spilling kernels here; the LSTM forward without projection in fp16/bf16 takes 8 warps.
+  spilling kernels here. Exceptions, where ptxas otherwise keeps a hoisted address or two on the
+  stack: the LSTM forward in fp16/bf16 with streamed weights takes 8 warps; the fp32 LSTM
+  backward with projection at BLOCK_B = 16 takes 8 warps, BLOCK_K = 32 and BLOCK_H = 16 (a sweep
+  of warps x BLOCK_K x BLOCK_H found no other setting clean on both sm_80 and sm_90).
 - W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
   fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
   element), load it once before the time loop and keep it in registers; else stream it each step.
@@ -51,8 +54,11 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None):
         if resident:
             cfg.update(BLOCK_H=bh, BLOCK_K=bh)
     cfg["W_RESIDENT"] = resident
-    if cell == "lstm" and pass_ == "fwd" and dtype.itemsize == 2 and not proj and not resident:
-        cfg["num_warps"] = 8  # at 4 warps ptxas spills a few bytes here (see inspect)
+    # at 4 warps ptxas keeps one hoisted address on the stack in these (see inspect)
+    if cell == "lstm" and pass_ == "fwd" and dtype.itemsize == 2 and not resident:
+        cfg["num_warps"] = 8
+    if cell == "lstm" and pass_ == "bwd" and proj and dtype == torch.float32 and cfg["BLOCK_B"] == 16:
+        cfg.update(num_warps=8, BLOCK_K=32, BLOCK_H=16)  # the one setting clean on sm_80 and sm_90
     if override:
         unknown = set(override) - set(KEYS)
         if unknown:

@@ -1,39 +1,57 @@
-"""Fused LSTM recurrence: one launch per layer and direction walks every time step.
+"""Fused LSTM recurrence: one launch per layer walks every time step of each direction.
 
 Shapes: T steps, B batch, H hidden, R = P (projection) or H. Gate columns are ordered i|f|g|o.
-The input projection xg = x W_ih^T + b_ih + b_hh ([T, B, 4H]) is one GEMM done before the launch;
-the weight gradients are GEMMs done after the backward launch (see fastrnn/fused.py).
+The input projection xg = x W_ih^T + b_ih + b_hh ([T, B, 4H] per direction) is one GEMM done before
+the launch; the weight gradients are GEMMs done after the backward launch (see fastrnn/fused.py).
 
-Each program owns BLOCK_B rows of the batch for all time steps, so no program ever waits for
-another (the interpreter runs programs one after another). Within a step it tiles H by BLOCK_H and
-streams the recurrent weights in BLOCK_K-wide tiles, or, when W_RESIDENT (the whole W_hh is one
-tile), loads them once before the time loop and keeps them in registers. The recurrent state lives
-in small fp32 ping-pong buffers ([2, B, R] for h, [2, B, H] for c) that stay in L1/L2: step s
-reads slot s % 2 and writes slot (s + 1) % 2, and a barrier separates the steps, so every tile of
-step s sees the complete state of step s - 1.
+Each program owns BLOCK_B rows of the batch of one direction for all time steps, so no program
+ever waits for another (the interpreter runs programs one after another). Grid axis 1 is the
+direction: a bidirectional layer is one launch whose two halves run side by side, each with its
+own input projection and weights (two pointers, picked by the program), its own slice of the
+state buffers, and its own half of the output's columns, so no concatenation follows. Within a
+step a program tiles H by BLOCK_H and streams the recurrent weights in BLOCK_K-wide tiles, or,
+when W_RESIDENT (the whole W_hh is one tile), loads them once before the time loop and keeps them
+in registers. The recurrent state lives in small fp32 ping-pong buffers ([D, 2, B, R] for h,
+[D, 2, B, H] for c) that stay in L1/L2: step s reads slot s % 2 and writes slot (s + 1) % 2, and
+a barrier separates the steps, so every tile of step s sees the complete state of step s - 1.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .common import active_rows, dot, load_w, matmul, sigmoid, step_time, tanh
+from .common import active_rows, direction, dot, load_w, matmul, sigmoid, step_time, tanh
 from .config import kernel_kwargs, launch_config
 
 
 @triton.jit
 def lstm_fwd_kernel(
-    xg_ptr, stride_xt, stride_xb,   # [T, B, 4H] input projection, both biases included
-    w_hh_ptr, w_hr_ptr,             # [4H, R], [R, H] (PROJ)
+    xg_ptr, xg_rev_ptr, stride_xt, stride_xb,  # [T, B, 4H] input projection per direction (biases in)
+    w_hh_ptr, w_hh_rev_ptr,         # [4H, R] per direction
+    w_hr_ptr, w_hr_rev_ptr,         # [R, H] per direction (PROJ)
     len_ptr,                        # [B] lengths (HAS_LENGTHS)
-    h_ptr, c_ptr,                   # [2, B, R], [2, B, H] fp32 state; slot 0 holds h0, c0 on entry
-    out_ptr, stride_ot, stride_ob,  # [T, B, R] output h_t, zero past a sequence's end
-    m_ptr, stride_mt,               # [T, B, H] fp32 o*tanh(c_t) (PROJ; stride_mt = 0: one scratch slot)
-    gates_ptr, cs_ptr,              # [T, B, 4H] activated gates, [T, B, H] c_t, fp32 (SAVE)
+    h_ptr, c_ptr,                   # [D, 2, B, R], [D, 2, B, H] fp32 state; slot 0 holds h0, c0 on entry
+    out_ptr, stride_ot, stride_ob,  # [T, B, D*R] output h_t, zero past a sequence's end
+    m_ptr, stride_md, stride_mt,    # [D, T, B, H] fp32 o*tanh(c_t) (PROJ; stride_mt = 0: one scratch slot)
+    gates_ptr, cs_ptr,              # [D, T, B, 4H] activated gates, [D, T, B, H] c_t, fp32 (SAVE)
     T, B, H, R,
     REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
     W_RESIDENT: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    d, rev = direction(REVERSE)
+    if d == 1:
+        xg_ptr = xg_rev_ptr
+        w_hh_ptr = w_hh_rev_ptr
+    if PROJ:
+        if d == 1:
+            w_hr_ptr = w_hr_rev_ptr
+        m_ptr += d * stride_md
+    if SAVE:
+        gates_ptr += d * T * B * 4 * H
+        cs_ptr += d * T * B * H
+    h_ptr += d * 2 * B * R
+    c_ptr += d * 2 * B * H
+    out_ptr += d * R
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_b = offs_b < B
     if W_RESIDENT:  # H <= BLOCK_H and R <= BLOCK_K: all of W_hh^T as four [BLOCK_K, BLOCK_H] tiles
@@ -46,7 +64,7 @@ def lstm_fwd_kernel(
         w_g = load_w(w_hh_ptr, offs_h + 2 * H, mask_h, offs_k, mask_k, R, 1)
         w_o = load_w(w_hh_ptr, offs_h + 3 * H, mask_h, offs_k, mask_k, R, 1)
     for s in range(T):
-        t = step_time(s, T, REVERSE)
+        t = step_time(s, T, rev)
         active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]  # [BLOCK_B, 1]
         h_read = h_ptr + (s % 2) * B * R
         h_write = h_ptr + ((s + 1) % 2) * B * R
@@ -118,24 +136,39 @@ def lstm_fwd_kernel(
 
 @triton.jit
 def lstm_bwd_kernel(
-    dout_ptr, stride_dt, stride_db,  # [T, B, R] gradient of the output
-    w_hh_ptr, w_hr_ptr,              # [4H, R], [R, H] (PROJ)
+    dout_ptr, stride_dt, stride_db,  # [T, B, D*R] gradient of the output
+    w_hh_ptr, w_hh_rev_ptr,          # [4H, R] per direction
+    w_hr_ptr, w_hr_rev_ptr,          # [R, H] per direction (PROJ)
     len_ptr,                         # [B] lengths (HAS_LENGTHS)
-    gates_ptr, cs_ptr, c0_ptr,       # saved by the forward: [T, B, 4H], [T, B, H], and c0 [B, H], fp32
-    dh_ptr, dc_ptr,                  # [2, B, R], [2, B, H] fp32 state; slot 0 holds dh_n, dc_n on entry
-    dhs_ptr, stride_dhs,             # [T, B, R] fp32 total dh_t, zero past the end (PROJ: for dW_hr);
-                                     # stride_dhs = 0 without projection (one scratch slot)
-    dg_ptr,                          # [T, B, 4H] fp32 out: gradient of the pre-activation gates
+    gates_ptr, cs_ptr, c0_ptr,       # saved by the forward: [D, T, B, 4H], [D, T, B, H], and c0 [D, B, H], fp32
+    dh_ptr, dc_ptr,                  # [D, 2, B, R], [D, 2, B, H] fp32 state; slot 0 holds dh_n, dc_n on entry
+    dhs_ptr, stride_dhd, stride_dhs,  # [D, T, B, R] fp32 total dh_t, zero past the end (PROJ: for dW_hr);
+                                      # stride_dhs = 0 without projection (one scratch slot)
+    dg_ptr,                          # [D, T, B, 4H] fp32 out: gradient of the pre-activation gates
     T, B, H, R,
     REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, PROJ: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    d, rev = direction(REVERSE)
+    if d == 1:
+        w_hh_ptr = w_hh_rev_ptr
+    if PROJ:
+        if d == 1:
+            w_hr_ptr = w_hr_rev_ptr
+    dout_ptr += d * R
+    gates_ptr += d * T * B * 4 * H
+    cs_ptr += d * T * B * H
+    c0_ptr += d * B * H
+    dh_ptr += d * 2 * B * R
+    dc_ptr += d * 2 * B * H
+    dhs_ptr += d * stride_dhd
+    dg_ptr += d * T * B * 4 * H
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_b = offs_b < B
     for s in range(T):
-        # undo the forward's steps last to first: the forward's REVERSE walk, reversed
-        t = step_time(s, T, not REVERSE)
+        # undo the forward's steps last to first: the forward's walk, reversed
+        t = step_time(s, T, rev == 0)
         active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]
         dh_read = dh_ptr + (s % 2) * B * R
         dh_write = dh_ptr + ((s + 1) % 2) * B * R
@@ -153,7 +186,7 @@ def lstm_bwd_kernel(
             tl.store(dhs + br, tl.where(active, dh_tot, 0.0), mask=mask)
         tl.debug_barrier()
         # phase B: gate gradients, tile by tile of H
-        prev_t = step_time(s + 1, T, not REVERSE)  # forward step before t (unused when s = T - 1)
+        prev_t = step_time(s + 1, T, rev == 0)  # forward step before t (unused when s = T - 1)
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             mask_h = offs_h < H
@@ -203,55 +236,61 @@ def lstm_bwd_kernel(
 
 
 def lstm_fwd(xg, w_hh, w_hr, h0, c0, lengths, out, *, reverse, save, config=None):
-    """Run the recurrence. xg: [T, B, 4H] contiguous, w_hh: [4H, R], w_hr: [R, H] or None,
-    h0: [B, R], c0: [B, H], lengths: [B] int32 or None, out: [T, B, R] (unit last stride).
+    """Run the recurrence of D = len(xg) directions in one launch (grid axis 1: forward, then
+    reverse). xg: D tensors [T, B, 4H] with unit last stride and equal strides, w_hh: D tensors
+    [4H, R], w_hr: D tensors [R, H] or None, h0: [D, B, R], c0: [D, B, H], lengths: [B] int32 or
+    None, out: [T, B, D*R] (unit last stride); `reverse` makes a one-direction launch walk backwards.
 
-    Writes out and returns (h_n [B, R] fp32, c_n [B, H] fp32, saved) where saved is
-    (gates [T, B, 4H], c [T, B, H], m [T, B, H] or None) in fp32 when `save`, else None.
+    Writes out and returns (h_n [D, B, R] fp32, c_n [D, B, H] fp32, saved) where saved is
+    (gates [D, T, B, 4H], c [D, T, B, H], m [D, T, B, H] or None) in fp32 when `save`, else None.
     """
-    T, B, G = xg.shape
-    H, R = G // 4, w_hh.shape[1]
-    cfg = launch_config("lstm", "fwd", B, H, R, w_hh.dtype, xg.device, override=config)
-    f32 = dict(device=xg.device, dtype=torch.float32)
-    h = torch.empty((2, B, R), **f32)
-    c = torch.empty((2, B, H), **f32)
-    h[0], c[0] = h0, c0
+    D = len(xg)
+    T, B, G = xg[0].shape
+    H, R = G // 4, w_hh[0].shape[1]
+    assert xg[0].stride() == xg[-1].stride() and xg[0].stride(-1) == 1
+    cfg = launch_config("lstm", "fwd", B, H, R, w_hh[0].dtype, xg[0].device, override=config)
+    f32 = dict(device=xg[0].device, dtype=torch.float32)
+    h = torch.empty((D, 2, B, R), **f32)
+    c = torch.empty((D, 2, B, H), **f32)
+    h[:, 0], c[:, 0] = h0, c0
     proj = w_hr is not None
-    gates = torch.empty((T, B, 4 * H), **f32) if save else None
-    cs = torch.empty((T, B, H), **f32) if save else None
-    m = torch.empty((T if save else 1, B, H), **f32) if proj else None
-    grid = (triton.cdiv(B, cfg["BLOCK_B"]),)
-    lstm_fwd_kernel[grid](
-        xg, xg.stride(0), xg.stride(1), w_hh, w_hr, lengths, h, c,
-        out, out.stride(0), out.stride(1), m, H * B if (proj and save) else 0, gates, cs,
+    gates = torch.empty((D, T, B, 4 * H), **f32) if save else None
+    cs = torch.empty((D, T, B, H), **f32) if save else None
+    m = torch.empty((D, T if save else 1, B, H), **f32) if proj else None
+    w_hr = (None, None) if w_hr is None else w_hr
+    lstm_fwd_kernel[(triton.cdiv(B, cfg["BLOCK_B"]), D)](
+        xg[0], xg[-1], xg[0].stride(0), xg[0].stride(1), w_hh[0], w_hh[-1], w_hr[0], w_hr[-1],
+        lengths, h, c, out, out.stride(0), out.stride(1),
+        m, m.stride(0) if proj else 0, H * B if (proj and save) else 0, gates, cs,
         T, B, H, R,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj, SAVE=save,
         **kernel_kwargs(cfg, "fwd"),
     )
-    return h[T % 2], c[T % 2], ((gates, cs, m) if save else None)
+    return h[:, T % 2], c[:, T % 2], ((gates, cs, m) if save else None)
 
 
 def lstm_bwd(dout, dh_n, dc_n, w_hh, w_hr, c0, lengths, saved, *, reverse, config=None):
-    """Backward of lstm_fwd. dout: [T, B, R] (unit last stride), dh_n: [B, R], dc_n: [B, H],
-    saved: from lstm_fwd. Returns (dG [T, B, 4H], dh0 [B, R], dc0 [B, H], dH [T, B, R] or None),
-    fp32; dG is the gradient of xg; dH (with projection) the total gradient of each h_t."""
+    """Backward of lstm_fwd. dout: [T, B, D*R] (unit last stride), dh_n: [D, B, R], dc_n, c0:
+    [D, B, H], w_hh / w_hr as for lstm_fwd, saved: from lstm_fwd. Returns (dG [D, T, B, 4H],
+    dh0 [D, B, R], dc0 [D, B, H], dH [D, T, B, R] or None), fp32; dG[d] is the gradient of xg[d],
+    dH (with projection) the total gradient of each h_t."""
     gates, cs, _ = saved
-    T, B, G = gates.shape
-    H, R = G // 4, w_hh.shape[1]
-    cfg = launch_config("lstm", "bwd", B, H, R, w_hh.dtype, gates.device, override=config)
+    D, T, B, G = gates.shape
+    H, R = G // 4, w_hh[0].shape[1]
+    cfg = launch_config("lstm", "bwd", B, H, R, w_hh[0].dtype, gates.device, override=config)
     f32 = dict(device=gates.device, dtype=torch.float32)
-    dh = torch.empty((2, B, R), **f32)
-    dc = torch.empty((2, B, H), **f32)
-    dh[0], dc[0] = dh_n, dc_n
+    dh = torch.empty((D, 2, B, R), **f32)
+    dc = torch.empty((D, 2, B, H), **f32)
+    dh[:, 0], dc[:, 0] = dh_n, dc_n
     proj = w_hr is not None
-    dhs = torch.empty((T if proj else 1, B, R), **f32)
-    dg = torch.empty((T, B, 4 * H), **f32)
-    grid = (triton.cdiv(B, cfg["BLOCK_B"]),)
-    lstm_bwd_kernel[grid](
-        dout, dout.stride(0), dout.stride(1), w_hh, w_hr, lengths, gates, cs, c0.float().contiguous(),
-        dh, dc, dhs, B * R if proj else 0, dg,
+    dhs = torch.empty((D, T if proj else 1, B, R), **f32)
+    dg = torch.empty((D, T, B, 4 * H), **f32)
+    w_hr = (None, None) if w_hr is None else w_hr
+    lstm_bwd_kernel[(triton.cdiv(B, cfg["BLOCK_B"]), D)](
+        dout, dout.stride(0), dout.stride(1), w_hh[0], w_hh[-1], w_hr[0], w_hr[-1], lengths,
+        gates, cs, c0.float().contiguous(), dh, dc, dhs, dhs.stride(0), B * R if proj else 0, dg,
         T, B, H, R,
         REVERSE=reverse, HAS_LENGTHS=lengths is not None, PROJ=proj,
         **kernel_kwargs(cfg, "bwd"),
     )
-    return dg, dh[T % 2], dc[T % 2], (dhs if proj else None)
+    return dg, dh[:, T % 2], dc[:, T % 2], (dhs if proj else None)

@@ -66,3 +66,39 @@ def _grad_tol(dtype, T, e):
     from fastrnn.testing import tolerances
     atol, rtol = tolerances(dtype, T)
     return atol * max(1.0, e.abs().max().item()), rtol
+
+
+def check_bidirectional(fused_fn, cell, T, B, I, H, P=0, dtype=torch.float32, *, lengths=None,
+                        bias=True, config=None, **kw):
+    """Both directions in one fused call against the reference run per direction (float64) and
+    concatenated as torch does: out, h_n (, c_n) and the gradient of x, of both directions'
+    initial states and of every weight, under one set of random cotangents."""
+    per_dir = [layer_args(cell, T, B, I, H, P, bias=bias, seed=seed) for seed in (0, 1)]
+    x64 = per_dir[0][0]
+    n_state = 2 if cell == "lstm" else 1
+    states64 = [torch.stack([a[1 + i] for a in per_dir]).detach().requires_grad_() for i in range(n_state)]
+    weights64 = [a[1 + n_state:] for a in per_dir]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    ref_fn = reference.lstm_layer if cell == "lstm" else reference.elman_layer
+    ref = [ref_fn(x64, *[s[d] for s in states64], *weights64[d], reverse=d == 1, lengths=lengths, **kw)
+           for d in (0, 1)]
+    expected = [torch.cat([ref[0][0], ref[1][0]], dim=-1)] + [
+        torch.stack([ref[0][i], ref[1][i]]) for i in range(1, len(ref[0]))]
+
+    cast = (lambda a: None if a is None else a.detach().to(dtype).requires_grad_())
+    x, states = cast(x64), [cast(s) for s in states64]
+    weights = [tuple(cast(w) for w in ws) for ws in weights64]
+    actual = fused_fn(x, *states, weights, lengths=lengths, config=config, **kw)
+    for name, a, e in zip(["out", "h_n", "c_n"], actual, expected):
+        assert a.dtype == dtype, f"{name} dtype {a.dtype} != {dtype}"
+        assert_close(a, e, name=name, dtype=dtype, T=T)
+
+    g = torch.Generator().manual_seed(1)
+    cots = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
+    leaves64 = [x64, *states64, *[w for ws in weights64 for w in ws if w is not None]]
+    leaves = [x, *states, *[w for ws in weights for w in ws if w is not None]]
+    expected_g = torch.autograd.grad(expected, leaves64, cots)
+    actual_g = torch.autograd.grad(actual, leaves, [c.to(dtype) for c in cots])
+    for i, (a, e) in enumerate(zip(actual_g, expected_g, strict=True)):
+        atol, rtol = _grad_tol(dtype, T, e)
+        assert_close(a, e, name=f"grad of leaf {i}", atol=atol, rtol=rtol)

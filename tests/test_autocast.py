@@ -55,7 +55,8 @@ def test_triton_kernels_run_in_bf16_under_autocast(cell, monkeypatch):
     real = getattr(fused.library, name)
 
     def spy(xg, h0, *rest):
-        seen.append((xg.dtype, rest[1 if cell == "LSTM" else 0].dtype))  # (xg, w_hh) dtypes
+        # (xg, w_hh) dtypes; xg and w_hh hold one tensor per direction
+        seen.append((xg[0].dtype, rest[1 if cell == "LSTM" else 0][0].dtype))
         return real(xg, h0, *rest)
 
     monkeypatch.setattr(fused.library, name, spy)

@@ -4,7 +4,7 @@ import torch
 
 from fastrnn import fused
 
-from layer_cases import SMALL_TILES, case_id, check_layer, layer_args
+from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]
@@ -37,6 +37,24 @@ def test_elman_layer_matches_reference(T, B, I, H, nonlinearity, dtype, reverse,
     args = layer_args("elman", T, B, I, H)
     check_layer(fused.elman_layer, "elman", args, dtype, lengths=lengths, reverse=reverse,
                 nonlinearity=nonlinearity, config=config)
+
+
+BIDIRECTIONAL = [
+    # (T, B, I, H, nonlinearity, dtype, lengths, config): one launch, grid axis 1 = direction
+    (5, 3, 4, 7, "tanh", F32, None, None),
+    (5, 3, 4, 7, "relu", F32, MIXED, None),
+    (5, 3, 4, 7, "tanh", BF16, MIXED, None),
+    (4, 20, 6, 40, "tanh", F32, [4, 1, 3, 2] * 5, SMALL_TILES),
+]
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,nonlinearity,dtype,lengths,config", BIDIRECTIONAL,
+    ids=[case_id("elman-bi", c[0], c[1], c[3], c[5], relu=c[4] == "relu", len=c[6] is not None,
+                 tiles=c[7] is not None) for c in BIDIRECTIONAL])
+def test_elman_bidirectional_matches_reference(T, B, I, H, nonlinearity, dtype, lengths, config):
+    check_bidirectional(fused.elman_bidirectional, "elman", T, B, I, H, dtype=dtype, lengths=lengths,
+                        config=config, nonlinearity=nonlinearity)
 
 
 def test_no_bias():

@@ -5,7 +5,7 @@ import torch
 from fastrnn import fused
 from fastrnn.kernels.config import launch_config
 
-from layer_cases import SMALL_TILES, case_id, check_layer, layer_args
+from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]  # unsorted, one sequence of length 1, one of full length
@@ -42,6 +42,29 @@ CASES = [
 def test_lstm_layer_matches_reference(T, B, I, H, P, dtype, reverse, lengths, config):
     args = layer_args("lstm", T, B, I, H, P)
     check_layer(fused.lstm_layer, "lstm", args, dtype, lengths=lengths, reverse=reverse, config=config)
+
+
+BIDIRECTIONAL = [
+    # (T, B, I, H, P, dtype, lengths, config): one launch, grid axis 1 = direction
+    (5, 3, 4, 7, 0, F32, None, None),
+    (5, 3, 4, 7, 0, F32, MIXED, None),
+    (5, 3, 4, 8, 5, BF16, MIXED, None),
+    (4, 20, 6, 40, 24, F32, [4, 1, 3, 2] * 5, SMALL_TILES),
+    (4, 17, 6, 40, 0, F16, None, SMALL_TILES),
+]
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,P,dtype,lengths,config", BIDIRECTIONAL,
+    ids=[case_id("lstm-bi", c[0], c[1], c[3], c[5], P=c[4], len=c[6] is not None, tiles=c[7] is not None)
+         for c in BIDIRECTIONAL])
+def test_lstm_bidirectional_matches_reference(T, B, I, H, P, dtype, lengths, config):
+    check_bidirectional(fused.lstm_bidirectional, "lstm", T, B, I, H, P, dtype, lengths=lengths,
+                        config=config)
+
+
+def test_bidirectional_no_bias():
+    check_bidirectional(fused.lstm_bidirectional, "lstm", 4, 3, 4, 7, bias=False, lengths=[4, 2, 3])
 
 
 def test_no_bias():

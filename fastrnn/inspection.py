@@ -134,6 +134,11 @@ def _allow_tf32(value):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def saves(case):
+    """Does the launch of `case` store activations for backward (an LSTM forward in training)?"""
+    return case.cell != "elman" and case.pass_ == "fwd" and case.train
+
+
 def launch(case, k=None, override=None):
     """Run the real launcher for `case` with its GPU launch config (`override` replaces keys, to try
     a heuristic) and a recording kernel. Returns (module name, kernel, args, kwargs) of the launch."""
@@ -147,7 +152,8 @@ def launch(case, k=None, override=None):
     f32 = torch.float32
     lengths = torch.full((B,), T, dtype=torch.int32) if case.lengths else None
     with _allow_tf32(case.tf32):
-        cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override)
+        cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override,
+                                     save=saves(case))
     name = f"{cell}_{case.pass_}_kernel"
     # one direction: a bidirectional layer launches the same kernel (its second direction is grid
     # axis 1, with a second set of pointers of the same types and, for every H of the grid, the
@@ -162,7 +168,7 @@ def launch(case, k=None, override=None):
             module.elman_bwd(e(T, B, H), e(1, B, H), e(T, B, H), w_hh, lengths, relu=case.relu, **opts)
         elif name == "lstm_fwd_kernel":
             module.lstm_fwd((e(T, B, 4 * H),), w_hh, w_hr, e(1, B, R), e(1, B, H), lengths, e(T, B, R),
-                            save=case.train, **opts)
+                            save=saves(case), **opts)
         else:
             saved = (e(1, T, B, 4 * H, dtype=f32), e(1, T, B, H, dtype=f32), None)
             module.lstm_bwd(e(T, B, R), e(1, B, R), e(1, B, H), w_hh, w_hr, e(1, B, H), lengths, saved, **opts)

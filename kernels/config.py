@@ -5,11 +5,12 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
 - One program per BLOCK_B batch rows owns the whole hidden state of those rows for all T steps, so
   programs never wait for each other. BLOCK_B = 16 for B <= 16, else 32.
 - BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64 for Elman.
-- BLOCK_K = 16 and 4 warps: a sweep of BLOCK_K in {16, 32} x warps in {2, 4, 8} left the fewest
-  spilling kernels here. Exceptions, where ptxas otherwise keeps a hoisted address or two on the
-  stack: the LSTM forward in fp16/bf16 with streamed weights takes 8 warps; the fp32 LSTM
-  backward with projection at BLOCK_B = 16 takes 8 warps, BLOCK_K = 32 and BLOCK_H = 16 (a sweep
-  of warps x BLOCK_K x BLOCK_H found no other setting clean on both sm_80 and sm_90).
+- BLOCK_K = 16 and 4 warps by default; TUNED below replaces them where ptxas (Triton 3.9's) would
+  otherwise keep a hoisted address or two on the stack (8-16 bytes, at 64-128 registers: not for
+  want of registers). Each entry is the first setting, in the order default, then num_warps x
+  BLOCK_K x BLOCK_H variants, that compiles without a spill on sm_80 and sm_90 for every flag
+  setting (direction, lengths, relu, TF32), found by compiling them all as
+  `python -m fastrnn inspect --flags all` does.
 - W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
   fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
   element), load it once before the time loop and keep it in registers; else stream it each step.
@@ -25,12 +26,29 @@ import triton
 
 GATES = {"lstm": 4, "elman": 1}
 RESIDENT_BYTES = 16 * 1024  # for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
+# (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys, for
+# streamed weights (see the module docstring for how they were found).
+TUNED = {
+    ("lstm", "fwd", False, "fp32", 16, False): dict(num_warps=8),
+    ("lstm", "fwd", False, "16-bit", 16, True): dict(BLOCK_K=32),
+    ("lstm", "fwd", False, "16-bit", 32, False): dict(num_warps=8),
+    ("lstm", "fwd", False, "16-bit", 32, True): dict(num_warps=8),
+    ("lstm", "fwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_H=16),
+    ("lstm", "fwd", True, "16-bit", 16, False): dict(num_warps=8),
+    ("lstm", "fwd", True, "16-bit", 16, True): dict(num_warps=8),
+    ("lstm", "fwd", True, "16-bit", 32, False): dict(num_warps=8),
+    ("lstm", "fwd", True, "16-bit", 32, True): dict(num_warps=8),
+    ("lstm", "bwd", False, "fp32", 32, False): dict(num_warps=8),
+    ("lstm", "bwd", False, "16-bit", 32, False): dict(num_warps=8),
+    ("lstm", "bwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_H=16),
+}
 KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K", "W_RESIDENT", "num_warps", "DOT_FP32", "PRECISION")
 
 
-def launch_config(cell, pass_, B, H, R, dtype, device, override=None):
+def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False):
     """Launch parameters for `cell` ('lstm' | 'elman'), `pass_` ('fwd' | 'bwd'), batch B,
-    hidden H, recurrent width R, weight `dtype` on `device`. `override` replaces any key."""
+    hidden H, recurrent width R, weight `dtype` on `device`; `save`: an LSTM forward that stores
+    activations for backward. `override` replaces any key."""
     interpret = torch.device(device).type == "cpu"
     block_h = 32 if cell == "lstm" else 64
     cfg = {
@@ -54,11 +72,9 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None):
         if resident:
             cfg.update(BLOCK_H=bh, BLOCK_K=bh)
     cfg["W_RESIDENT"] = resident
-    # at 4 warps ptxas keeps one hoisted address on the stack in these (see inspect)
-    if cell == "lstm" and pass_ == "fwd" and dtype.itemsize == 2 and not resident:
-        cfg["num_warps"] = 8
-    if cell == "lstm" and pass_ == "bwd" and proj and dtype == torch.float32 and cfg["BLOCK_B"] == 16:
-        cfg.update(num_warps=8, BLOCK_K=32, BLOCK_H=16)  # the one setting clean on sm_80 and sm_90
+    if not resident:
+        kind = "fp32" if dtype == torch.float32 else "16-bit"
+        cfg.update(TUNED.get((cell, pass_, proj, kind, cfg["BLOCK_B"], save), {}))
     if override:
         unknown = set(override) - set(KEYS)
         if unknown:

@@ -248,7 +248,7 @@ def lstm_fwd(xg, w_hh, w_hr, h0, c0, lengths, out, *, reverse, save, config=None
     T, B, G = xg[0].shape
     H, R = G // 4, w_hh[0].shape[1]
     assert xg[0].stride() == xg[-1].stride() and xg[0].stride(-1) == 1
-    cfg = launch_config("lstm", "fwd", B, H, R, w_hh[0].dtype, xg[0].device, override=config)
+    cfg = launch_config("lstm", "fwd", B, H, R, w_hh[0].dtype, xg[0].device, override=config, save=save)
     f32 = dict(device=xg[0].device, dtype=torch.float32)
     h = torch.empty((D, 2, B, R), **f32)
     c = torch.empty((D, 2, B, H), **f32)

@@ -55,7 +55,8 @@ def test_job_is_the_gpu_launch_config(case):
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = case.tf32
     try:
-        cfg = launch_config(cell, case.pass_, case.B, case.H, R, inspection.DTYPES[case.dtype], "cuda")
+        cfg = launch_config(cell, case.pass_, case.B, case.H, R, inspection.DTYPES[case.dtype], "cuda",
+                            save=inspection.saves(case))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
     for key in ("BLOCK_B", "BLOCK_H", "BLOCK_K", "DOT_FP32", "PRECISION"):

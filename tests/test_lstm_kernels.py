@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fastrnn import fused
-from fastrnn.kernels.config import launch_config
+from fastrnn.kernels.config import KEYS, TUNED, launch_config
 
 from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
 
@@ -88,6 +88,15 @@ def test_heuristic_picks_residency_only_when_it_fits():
     assert not launch_config("lstm", "bwd", 8, 16, 16, F32, "cuda")["W_RESIDENT"]
     with pytest.raises(ValueError, match="W_RESIDENT needs"):
         launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda", override=dict(W_RESIDENT=True, BLOCK_H=32))
+
+
+def test_tuned_settings_apply_where_listed():
+    """TUNED (kernels/config.py) only replaces launch keys, and tells training from inference."""
+    assert all(set(settings) <= set(KEYS) - {"W_RESIDENT"} for settings in TUNED.values())
+    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda", save=True)["BLOCK_K"] == 32
+    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda")["BLOCK_K"] == 16
+    resident = launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda", save=True)
+    assert resident["W_RESIDENT"] and resident["num_warps"] == 4  # TUNED is for streamed weights
 
 
 def test_inference_path_without_saved_activations():

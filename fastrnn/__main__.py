@@ -1,4 +1,4 @@
-"""`python -m fastrnn {bench,check,inspect}`."""
+"""`python -m fastrnn {bench,check,inspect,sweep}`."""
 import argparse
 import importlib
 import sys
@@ -8,6 +8,7 @@ COMMANDS = {
     "bench": ("fastrnn.bench", "time fastrnn against torch.nn on this machine"),
     "check": ("fastrnn.check", "verify every available backend against the float64 reference"),
     "inspect": ("fastrnn.inspection", "compile every kernel configuration for sm_80/sm_90 and report resources"),
+    "sweep": ("fastrnn.sweep", "re-derive kernels/config.py's TUNED table (launch settings that do not spill)"),
 }
 
 

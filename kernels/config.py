@@ -7,10 +7,9 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
 - BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64 for Elman.
 - BLOCK_K = 16 and 4 warps by default; TUNED below replaces them where ptxas (Triton 3.9's) would
   otherwise keep a hoisted address or two on the stack (8-16 bytes, at 64-128 registers: not for
-  want of registers). Each entry is the first setting, in the order default, then num_warps x
-  BLOCK_K x BLOCK_H variants, that compiles without a spill on sm_80 and sm_90 for every flag
-  setting (direction, lengths, relu, TF32), found by compiling them all as
-  `python -m fastrnn inspect --flags all` does.
+  want of registers). `python -m fastrnn sweep` derives the table: per kind of kernel, the first
+  setting in fastrnn/sweep.py's CANDIDATES that compiles without a spill on sm_80 and sm_90 for
+  every flag setting (direction, lengths, relu, TF32). Rerun it when Triton changes.
 - W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
   fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
   element), load it once before the time loop and keep it in registers; else stream it each step.
@@ -27,20 +26,16 @@ import triton
 GATES = {"lstm": 4, "elman": 1}
 RESIDENT_BYTES = 16 * 1024  # for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
 # (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys, for
-# streamed weights (see the module docstring for how they were found).
+# streamed weights: the table `python -m fastrnn sweep` prints (see the module docstring).
 TUNED = {
-    ("lstm", "fwd", False, "fp32", 16, False): dict(num_warps=8),
-    ("lstm", "fwd", False, "16-bit", 16, True): dict(BLOCK_K=32),
-    ("lstm", "fwd", False, "16-bit", 32, False): dict(num_warps=8),
-    ("lstm", "fwd", False, "16-bit", 32, True): dict(num_warps=8),
-    ("lstm", "fwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_H=16),
-    ("lstm", "fwd", True, "16-bit", 16, False): dict(num_warps=8),
-    ("lstm", "fwd", True, "16-bit", 16, True): dict(num_warps=8),
-    ("lstm", "fwd", True, "16-bit", 32, False): dict(num_warps=8),
-    ("lstm", "fwd", True, "16-bit", 32, True): dict(num_warps=8),
-    ("lstm", "bwd", False, "fp32", 32, False): dict(num_warps=8),
-    ("lstm", "bwd", False, "16-bit", 32, False): dict(num_warps=8),
-    ("lstm", "bwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_H=16),
+    ("lstm", "fwd", False, "fp32", 16, False): dict(num_warps=8, BLOCK_K=16),
+    ("lstm", "fwd", False, "16-bit", 32, False): dict(num_warps=8, BLOCK_K=16),
+    ("lstm", "fwd", False, "16-bit", 16, True): dict(num_warps=4, BLOCK_K=32),
+    ("lstm", "bwd", False, "fp32", 32, False): dict(num_warps=8, BLOCK_K=16),
+    ("lstm", "bwd", False, "16-bit", 32, False): dict(num_warps=8, BLOCK_K=16),
+    ("lstm", "fwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16),
+    ("lstm", "fwd", True, "16-bit", 16, True): dict(num_warps=8, BLOCK_K=16),
+    ("lstm", "bwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16),
 }
 KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K", "W_RESIDENT", "num_warps", "DOT_FP32", "PRECISION")
 

@@ -1,0 +1,90 @@
+"""`python -m fastrnn sweep`: re-derive the TUNED table of kernels/config.py.
+
+ptxas sometimes keeps a hoisted address or two on the stack (8-16 bytes) at 64-128 registers, and
+where it does depends on num_warps and the tiles in ways no rule predicts. For each kind of kernel
+that TUNED can key (cell, pass, projection, fp32 or 16-bit weights, BLOCK_B, saves for backward),
+this compiles the kernel for sm_80 and sm_90 with every setting of the flags that do not change
+tiles (direction, lengths, relu, TF32) and reports the first of CANDIDATES under which none spills
+or overflows shared memory. Streamed weights (H = 256) only: resident-weight kernels are not tuned.
+
+Rerun it when Triton (and so ptxas) changes, paste the printed table into kernels/config.py, then
+confirm with `python -m fastrnn inspect --flags all`. About 10-15 minutes on 2 cores when nothing is
+cached; kinds whose base setting is clean take one round of compiles.
+"""
+import itertools
+import time
+import warnings
+
+from . import inspection as ins
+
+# (num_warps, BLOCK_K, BLOCK_H); BLOCK_H None keeps the cell's default. The first is the base.
+CANDIDATES = [(4, 16, None), (8, 16, None), (4, 32, None), (8, 32, None), (2, 16, 16), (4, 16, 16),
+              (8, 32, 16)]
+H = 256  # streamed W_hh for every cell and dtype (any H above the resident limit compiles the same)
+BS = {16: (1, 16), 32: (64,)}  # BLOCK_B -> batch sizes that get it (B = 1 is its own specialization)
+
+
+def kinds(cells=ins.CELLS, kinds_of_dtype=("fp32", "bf16")):
+    """[(TUNED key, [Case, ...])]: every launch of one kind, over all flag settings and batches.
+    bf16 stands for both 16-bit dtypes (fp16 compiles the same code; inspect checks both)."""
+    out = []
+    for cell in cells:
+        base = "elman" if cell == "elman" else "lstm"
+        passes = [("fwd", False), ("bwd", True)] + ([("fwd", True)] if base == "lstm" else [])
+        for (pass_, train), dtype, block_b in itertools.product(passes, kinds_of_dtype, BS):
+            save = base == "lstm" and pass_ == "fwd" and train
+            key = (base, pass_, cell == "lstm-proj", "fp32" if dtype == "fp32" else "16-bit", block_b, save)
+            flags = itertools.product((False, True), (False, True), (False, True) if base == "elman" else (False,),
+                                      (False, True) if dtype == "fp32" else (False,))
+            cases = [ins.Case(cell, pass_, dtype, B, H, train, rev, lens, relu, tf32)
+                     for (rev, lens, relu, tf32), B in itertools.product(list(flags), BS[block_b])]
+            out.append((key, cases))
+    return out
+
+
+def override(candidate):
+    num_warps, block_k, block_h = candidate
+    settings = dict(num_warps=num_warps, BLOCK_K=block_k)
+    if block_h is not None:
+        settings["BLOCK_H"] = block_h
+    return settings
+
+
+def first_clean(cases, archs=ins.ARCHS, processes=2):
+    """(index of the first clean candidate or None, compiles run) for one kind."""
+    k, compiles = ins.jit_kernels(), 0
+    for i, candidate in enumerate(CANDIDATES):
+        settings = override(candidate)
+        if "BLOCK_H" not in settings:  # the cell's default, not whatever TUNED says today
+            cell = "elman" if cases[0].cell == "elman" else "lstm"
+            settings["BLOCK_H"] = 64 if cell == "elman" else 32
+        jobs = list(dict.fromkeys(ins.specialize(case, arch, k, settings) for case in cases for arch in archs))
+        compiles += len(jobs)
+        if all(r["ok"] for r in ins.run_jobs(jobs, processes)):
+            return i, compiles
+    return None, compiles
+
+
+def add_arguments(parser):
+    parser.add_argument("--cell", action="append", choices=ins.CELLS, dest="cells",
+                        help="only this cell (repeatable)")
+    parser.add_argument("--jobs", type=int, default=2, help="compile processes (default: 2)")
+
+
+def main(args):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")
+        start, lines, unsolved = time.perf_counter(), [], 0
+        for key, cases in kinds(tuple(args.cells or ins.CELLS)):
+            found, compiles = first_clean(cases, processes=args.jobs)
+            verdict = "none clean" if found is None else ("base" if found == 0 else str(override(CANDIDATES[found])))
+            print(f"{key}: {verdict} ({compiles} compiles)", flush=True)
+            unsolved += found is None
+            if found:
+                settings = ", ".join(f"{k}={v}" for k, v in override(CANDIDATES[found]).items())
+                lines.append(f"    {key!r}: dict({settings}),")
+    print("TUNED = {")
+    print("\n".join(lines))
+    print("}")
+    print(f"{unsolved} kind(s) with no clean candidate, {time.perf_counter() - start:.0f} s")
+    return 1 if unsolved else 0

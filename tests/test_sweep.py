@@ -1,0 +1,61 @@
+"""`python -m fastrnn sweep`: the kinds it covers and how it picks a setting, with compiles faked
+(a real sweep takes minutes of ptxas; inspect's own tests compile for real)."""
+import argparse
+
+import pytest
+
+from fastrnn import inspection, sweep
+
+
+def _settings(job):
+    """(num_warps, BLOCK_K, BLOCK_H) of a compile job (constexprs are keyed by argument index)."""
+    names = [n for n, _ in job[3]]
+    constexprs = {names[path[0]]: v for path, v in job[4]}
+    return dict(job[6])["num_warps"], constexprs["BLOCK_K"], constexprs["BLOCK_H"]
+
+
+def _run(monkeypatch, capsys, clean):
+    """Run `sweep --cell elman` where a compile is clean iff clean(kernel name, settings)."""
+    seen = []
+
+    def fake_run_jobs(jobs, processes):
+        seen.extend(jobs)
+        return [dict(ok=clean(job[1], _settings(job))) for job in jobs]
+
+    monkeypatch.setattr(inspection, "run_jobs", fake_run_jobs)
+    parser = argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    status = sweep.main(parser.parse_args(["--cell", "elman", "--jobs", "1"]))
+    return status, capsys.readouterr().out, seen
+
+
+def test_kinds_cover_every_flag_and_batch_class():
+    kinds = dict(sweep.kinds(("lstm",)))
+    cases = kinds[("lstm", "fwd", False, "fp32", 16, True)]
+    assert {(c.reverse, c.lengths, c.tf32) for c in cases} == {(r, n, t) for r in (0, 1) for n in (0, 1)
+                                                                for t in (0, 1)}
+    assert {c.B for c in cases} == {1, 16} and all(c.train for c in cases)
+    assert {c.B for c in kinds[("lstm", "bwd", False, "16-bit", 32, False)]} == {64}
+    assert len(kinds) == 3 * 2 * 2  # (fwd, fwd saving, bwd) x (fp32, 16-bit) x (BLOCK_B 16, 32)
+
+
+def test_first_clean_setting_becomes_a_tuned_entry(monkeypatch, capsys):
+    # the Elman forward spills unless it gets 8 warps; everything else is clean as it is
+    status, out, seen = _run(monkeypatch, capsys,
+                             lambda name, s: name != "elman_fwd_kernel" or s[0] == 8)
+    assert status == 0
+    assert "('elman', 'fwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16)," in out
+    assert "('elman', 'bwd'" not in out.split("TUNED = {")[1]
+    assert {job[2] for job in seen} == {80, 90}
+    base_warps = {_settings(j)[0] for j in seen if j[1] == "elman_bwd_kernel"}
+    assert base_warps == {4}  # a kind clean at the base is compiled once, at the base
+
+
+def test_a_kind_with_no_clean_setting_fails_the_run(monkeypatch, capsys):
+    status, out, _ = _run(monkeypatch, capsys, lambda name, s: name != "elman_bwd_kernel")
+    assert status == 1 and "none clean" in out and "4 kind(s) with no clean candidate" in out
+
+
+@pytest.mark.parametrize("candidate", sweep.CANDIDATES)
+def test_candidates_are_launch_settings(candidate):
+    assert set(sweep.override(candidate)) <= {"num_warps", "BLOCK_K", "BLOCK_H"}

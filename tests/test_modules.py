@@ -172,6 +172,27 @@ def test_dropout_half_leaves_first_layer_state_alone(name, backend):
 
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM"])
+def test_dropout_masks_are_torchs_on_cpu(name, backend):
+    """Between layers rnn_stack calls the dropout torch's CPU RNNs call, in the same order, so from
+    the same seed the masks are torch.nn's: outputs and gradients agree (in the same dtype)."""
+    dtype = run_dtype(backend)
+    fast, _ = make_pair(name, dict(num_layers=3, bidirectional=True), dtype, backend, dropout=0.5)
+    ref = getattr(torch.nn, name)(I, H, num_layers=3, bidirectional=True, dropout=0.5, dtype=dtype)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 3, I, dtype=dtype)
+    results = []
+    for module in (fast, ref):
+        torch.manual_seed(7)
+        xi = x.clone().requires_grad_()
+        out = module(xi)[0]
+        results.append([out, *torch.autograd.grad(out.square().sum(), [xi, *module.parameters()])])
+    for got, want in zip(*results, strict=True):
+        assert_close(got, want, name="dropout run", dtype=dtype, T=4)
+    torch.manual_seed(8)  # and a different seed gives different masks
+    assert not torch.allclose(fast(x)[0], results[1][0])
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM"])
 def test_train_and_eval_identical_without_dropout(name, backend):
     fast = getattr(fastrnn, name)(I, H, num_layers=2, dtype=run_dtype(backend), backend=backend)
     x = torch.randn(3, 2, I, dtype=run_dtype(backend))

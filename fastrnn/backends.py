@@ -73,16 +73,3 @@ def check_triton(x):
             "TRITON_INTERPRET=1 before fastrnn is imported; use backend='aten' or 'reference' on CPU")
     if x.device.type not in ("cuda", "cpu"):
         raise BackendError(f"backend='triton' runs on CUDA (or CPU under the interpreter), got {x.device}")
-
-
-def layer_ops(backend):
-    """(elman_layer, lstm_layer) of a concrete backend; both take the reference's signature."""
-    if backend == "reference":
-        from . import reference as ops
-    elif backend == "triton":
-        from . import fused as ops
-    elif backend == "aten":
-        from . import aten as ops
-    else:
-        raise ValueError(f"not a concrete backend: {backend!r}")
-    return ops.elman_layer, ops.lstm_layer

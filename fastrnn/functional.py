@@ -2,15 +2,15 @@
 
 This is the one place that knows about layers, directions and inter-layer dropout; the modules
 call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward), and
-it calls one `elman_layer` / `lstm_layer` per layer and direction; on "triton" one
-`elman_bidirectional` / `lstm_bidirectional` launch per bidirectional layer; on "aten" one `_VF`
-call for the whole stack.
+it runs one layer at a time: on "triton" one launch per layer whatever its directions
+(`fused.elman_directions` / `lstm_directions`), on "reference" one `elman_layer` / `lstm_layer` per
+direction, on "aten" one `_VF` call for the whole stack.
 """
 import torch
 import torch.nn.functional as F
 
-from . import aten
-from .backends import layer_ops, resolve
+from . import aten, reference
+from .backends import resolve
 
 
 def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, training=False,
@@ -31,40 +31,50 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
                               bidirectional=bidirectional, dropout=dropout, training=training,
                               lengths=lengths)
-    elman_layer, lstm_layer = layer_ops(concrete)
+    elman, lstm = _layer_ops(concrete)
     is_lstm = mode == "LSTM"
     h0, c0 = hx if is_lstm else (hx, None)
     D = 2 if bidirectional else 1
+    nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
     layer_in, h_n, c_n = x, [], []
     for layer in range(num_layers):
-        ks = range(layer * D, (layer + 1) * D)
-        nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
-        if D == 2 and concrete == "triton":  # both directions in one launch, no concatenation
-            from . import fused  # imported by layer_ops already; Triton loads only when used
-            pair = [weights[k] for k in ks]
-            if is_lstm:
-                layer_in, h, c = fused.lstm_bidirectional(layer_in, h0[ks.start:ks.stop],
-                                                          c0[ks.start:ks.stop], pair, lengths=lengths)
-                c_n.extend(c)
-            else:
-                layer_in, h = fused.elman_bidirectional(layer_in, h0[ks.start:ks.stop], pair,
-                                                        nonlinearity=nonlinearity, lengths=lengths)
-            h_n.extend(h)
+        ks = slice(layer * D, (layer + 1) * D)
+        if is_lstm:
+            layer_in, h, c = lstm(layer_in, h0[ks], c0[ks], weights[ks], lengths=lengths)
+            c_n.append(c)
         else:
-            outs = []
-            for direction, k in enumerate(ks):
-                reverse = direction == 1
-                if is_lstm:
-                    out, h, c = lstm_layer(layer_in, h0[k], c0[k], *weights[k], reverse=reverse,
-                                           lengths=lengths)
-                    c_n.append(c)
-                else:
-                    out, h = elman_layer(layer_in, h0[k], *weights[k], nonlinearity=nonlinearity,
-                                         reverse=reverse, lengths=lengths)
-                outs.append(out)
-                h_n.append(h)
-            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+            layer_in, h = elman(layer_in, h0[ks], weights[ks], nonlinearity=nonlinearity, lengths=lengths)
+        h_n.append(h)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = F.dropout(layer_in, p=dropout, training=True)
-    h_n = torch.stack(h_n)
-    return (layer_in, (h_n, torch.stack(c_n))) if is_lstm else (layer_in, h_n)
+    h_n = torch.cat(h_n)
+    return (layer_in, (h_n, torch.cat(c_n))) if is_lstm else (layer_in, h_n)
+
+
+def _layer_ops(concrete):
+    """(elman, lstm) of "triton" or "reference": all directions of one layer, with
+    `fused.elman_directions` / `lstm_directions`'s signature (h0 [D, B, R], c0 [D, B, H], one weight
+    tuple per direction) -> (out [T, B, D*R], h_n [D, B, R][, c_n [D, B, H]]). "triton" runs them
+    in one launch; the reference runs its one-direction ops in turn and concatenates."""
+    if concrete == "triton":
+        from . import fused  # Triton loads only when used
+        return fused.elman_directions, fused.lstm_directions
+    elman_layer, lstm_layer = reference.elman_layer, reference.lstm_layer
+
+    def elman(x, h0, weights, *, nonlinearity, lengths):
+        runs = [elman_layer(x, h0[d], *w, nonlinearity=nonlinearity, reverse=d == 1, lengths=lengths)
+                for d, w in enumerate(weights)]
+        return _join(runs)
+
+    def lstm(x, h0, c0, weights, *, lengths):
+        return _join([lstm_layer(x, h0[d], c0[d], *w, reverse=d == 1, lengths=lengths)
+                      for d, w in enumerate(weights)])
+
+    return elman, lstm
+
+
+def _join(runs):
+    """Per-direction (out, h_n[, c_n]) -> (out concatenated on features, states stacked)."""
+    outs, *states = zip(*runs)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+    return (out, *(torch.stack(s) for s in states))

@@ -7,12 +7,12 @@ Per layer (one or both directions):
                                                 run side by side and write their halves of `out`
   backward  dG, dh0, dc0 = fused backward       one kernel launch, loops backwards over time
             dW_hh = dG^T H_prev, dW_hr = dH^T M  GEMMs over all steps, per direction
-`elman_layer` / `lstm_layer` take the reference's signature (fastrnn/reference.py) and its
-semantics for one direction; `elman_bidirectional` / `lstm_bidirectional` run both directions of
-a layer. The recurrences run as the torch.library custom ops of fastrnn/library.py (forward,
-backward and their autograd formula live there), so torch.compile(fullgraph=True) and
-torch.export see one op per layer. `config` (launch overrides) is passed to the ops as a JSON
-string.
+`elman_directions` / `lstm_directions` run all directions of a layer (one or two) in one launch;
+`elman_layer` / `lstm_layer` are their one-direction form with the reference's signature
+(fastrnn/reference.py) and semantics. The recurrences run as the torch.library custom ops of
+fastrnn/library.py (forward, backward and their autograd formula live there), so
+torch.compile(fullgraph=True) and torch.export see one op per layer. `config` (launch overrides)
+is passed to the ops as a JSON string.
 """
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import library
 from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
 
-__all__ = ["elman_layer", "lstm_layer", "elman_bidirectional", "lstm_bidirectional"]
+__all__ = ["elman_layer", "lstm_layer", "elman_directions", "lstm_directions"]
 
 
 def _autocast_weights(xg, *weights):
@@ -65,48 +65,31 @@ def _needs_save(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def elman_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
-                nonlinearity="tanh", reverse=False, lengths=None, config=None):
-    """One Elman layer and direction on the fused kernels. x: [T, B, I], h0: [B, H],
-    lengths: [B] or None -> (out: [T, B, H], h_n: [B, H]). `config` overrides launch parameters."""
-    check_triton(x)
-    _check_nonlinearity(nonlinearity)
-    xg = _input_projection(x, [(weight_ih, bias_ih, bias_hh)])
-    (weight_hh,) = _autocast_weights(xg[0], weight_hh)
-    out, h_n = library.elman(xg, h0[None], (weight_hh,), _lengths(lengths, x), reverse,
-                             nonlinearity == "relu", config)
-    return out, h_n[0]
-
-
-def elman_bidirectional(x, h0, weights, *, nonlinearity="tanh", lengths=None, config=None):
-    """Both directions of an Elman layer in one launch. x: [T, B, I], h0: [2, B, H], weights: the
-    (w_ih, w_hh, b_ih, b_hh) tuple of each direction (forward first) -> (out [T, B, 2H] as torch
-    concatenates it, h_n [2, B, H])."""
+def elman_directions(x, h0, weights, *, nonlinearity="tanh", reverse=False, lengths=None, config=None):
+    """The D = len(weights) directions of an Elman layer in one launch. x: [T, B, I], h0: [D, B, H],
+    weights: the (w_ih, w_hh, b_ih, b_hh) tuple of each direction (forward first); `reverse` makes a
+    lone direction walk backwards -> (out [T, B, D*H] as torch concatenates it, h_n [D, B, H])."""
     check_triton(x)
     _check_nonlinearity(nonlinearity)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh in weights])
     w_hh = _autocast_weights(xg[0], *(w[1] for w in weights))
-    return library.elman(xg, h0, w_hh, _lengths(lengths, x), False, nonlinearity == "relu", config)
+    return library.elman(xg, h0, w_hh, _lengths(lengths, x), reverse, nonlinearity == "relu", config)
 
 
-def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *,
-               reverse=False, lengths=None, config=None):
-    """One LSTM layer and direction on the fused kernels. x: [T, B, I], h0: [B, R], c0: [B, H],
-    lengths: [B] or None -> (out: [T, B, R], h_n: [B, R], c_n: [B, H])."""
-    check_triton(x)
-    xg = _input_projection(x, [(weight_ih, bias_ih, bias_hh)])
-    save = _needs_save(*xg, h0, c0, weight_hh, weight_hr)
-    weight_hh, weight_hr = _autocast_weights(xg[0], weight_hh, weight_hr)
-    out, h_n, c_n = library.lstm(xg, h0[None], c0[None], (weight_hh,),
-                                 None if weight_hr is None else (weight_hr,),
-                                 _lengths(lengths, x), reverse, save, config)
-    return out, h_n[0], c_n[0]
+def elman_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
+                nonlinearity="tanh", reverse=False, lengths=None, config=None):
+    """One Elman layer and direction on the fused kernels. x: [T, B, I], h0: [B, H],
+    lengths: [B] or None -> (out: [T, B, H], h_n: [B, H]). `config` overrides launch parameters."""
+    out, h_n = elman_directions(x, h0[None], [(weight_ih, weight_hh, bias_ih, bias_hh)],
+                                nonlinearity=nonlinearity, reverse=reverse, lengths=lengths, config=config)
+    return out, h_n[0]
 
 
-def lstm_bidirectional(x, h0, c0, weights, *, lengths=None, config=None):
-    """Both directions of an LSTM layer in one launch. x: [T, B, I], h0: [2, B, R], c0: [2, B, H],
-    weights: the (w_ih, w_hh, b_ih, b_hh, w_hr) tuple of each direction (forward first)
-    -> (out [T, B, 2R] as torch concatenates it, h_n [2, B, R], c_n [2, B, H])."""
+def lstm_directions(x, h0, c0, weights, *, reverse=False, lengths=None, config=None):
+    """The D = len(weights) directions of an LSTM layer in one launch. x: [T, B, I], h0: [D, B, R],
+    c0: [D, B, H], weights: the (w_ih, w_hh, b_ih, b_hh, w_hr) tuple of each direction (forward
+    first); `reverse` makes a lone direction walk backwards
+    -> (out [T, B, D*R] as torch concatenates it, h_n [D, B, R], c_n [D, B, H])."""
     check_triton(x)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh, _ in weights])
     w_hh = [w[1] for w in weights]
@@ -114,4 +97,13 @@ def lstm_bidirectional(x, h0, c0, weights, *, lengths=None, config=None):
     save = _needs_save(*xg, h0, c0, *w_hh, *(w_hr or ()))
     w_hh = _autocast_weights(xg[0], *w_hh)
     w_hr = None if w_hr is None else _autocast_weights(xg[0], *w_hr)
-    return library.lstm(xg, h0, c0, w_hh, w_hr, _lengths(lengths, x), False, save, config)
+    return library.lstm(xg, h0, c0, w_hh, w_hr, _lengths(lengths, x), reverse, save, config)
+
+
+def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *,
+               reverse=False, lengths=None, config=None):
+    """One LSTM layer and direction on the fused kernels. x: [T, B, I], h0: [B, R], c0: [B, H],
+    lengths: [B] or None -> (out: [T, B, R], h_n: [B, R], c_n: [B, H])."""
+    out, h_n, c_n = lstm_directions(x, h0[None], c0[None], [(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)],
+                                    reverse=reverse, lengths=lengths, config=config)
+    return out, h_n[0], c_n[0]

@@ -66,8 +66,14 @@ def _no_double_backward():
 
 
 def _dirs(a, b):
-    """The per-direction tuple of an op's (forward, reverse) argument pair; b is None for D = 1."""
-    return (a,) if b is None else (a, b)
+    """The per-direction tuple of an op's (forward, reverse) tensor pair, contiguous, as the
+    launchers take it; b is None for D = 1."""
+    return (a.contiguous(),) if b is None else (a.contiguous(), b.contiguous())
+
+
+def _second(per_direction):
+    """The reverse direction's entry of a per-direction sequence, None for D = 1 (its inverse)."""
+    return per_direction[1] if len(per_direction) == 2 else None
 
 
 def _xg_pair(xg, xg_rev):
@@ -78,10 +84,6 @@ def _xg_pair(xg, xg_rev):
     if xg.stride(-1) == 1 and xg.stride() == xg_rev.stride():
         return xg, xg_rev
     return xg.contiguous(), xg_rev.contiguous()
-
-
-def _contiguous(*ts):
-    return tuple(None if t is None else t.contiguous() for t in ts)
 
 
 def _is_reversed(reverse, d):
@@ -102,6 +104,14 @@ def _previous_h(out, h0, lengths, reverse):
     return torch.where(t + 1 < lengths.to(out.device).long()[None, :, None], prev, h0)
 
 
+def _recurrent_weight_grads(dg, out, h0, lengths, reverse, weights):
+    """dW_hh of each direction d: dG[d]^T H_prev[d], H_prev read from direction d's columns of out."""
+    R = h0.shape[-1]
+    return [_weight_grad(dg[d], _previous_h(out[..., d * R:(d + 1) * R], h0[d], lengths,
+                                            _is_reversed(reverse, d))).to(w.dtype)
+            for d, w in enumerate(weights)]
+
+
 def _weight_grad(dg, x):
     """sum over t, b of dg[t, b, :]^T x[t, b, :] -> [N, K], in fp32."""
     return dg.reshape(-1, dg.shape[-1]).t() @ x.reshape(-1, x.shape[-1]).float()
@@ -115,7 +125,7 @@ def elman_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, w_hh: Tensor,
     xgs = _xg_pair(xg, xg_rev)
     T, B, H = xg.shape
     out = torch.empty((T, B, len(xgs) * H), device=xg.device, dtype=xg.dtype)
-    h_n = elman_fwd(xgs, _contiguous(*_dirs(w_hh, w_hh_rev)), h0.contiguous(), lengths, out,
+    h_n = elman_fwd(xgs, _dirs(w_hh, w_hh_rev), h0.contiguous(), lengths, out,
                     reverse=reverse, relu=relu, config=_decode(config))
     return out, h_n.to(xg.dtype, copy=True)  # a copy: h_n is a view of the launcher's buffer
 
@@ -131,7 +141,7 @@ def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, w_hh_rev
                  lengths: Optional[Tensor], reverse: bool, relu: bool, config: Optional[str]
                  ) -> tuple[Tensor, Tensor]:
     dg, dh0 = elman_bwd(dout.contiguous(), dh_n.contiguous(), out.contiguous(),
-                        _contiguous(*_dirs(w_hh, w_hh_rev)), lengths, reverse=reverse, relu=relu,
+                        _dirs(w_hh, w_hh_rev), lengths, reverse=reverse, relu=relu,
                         config=_decode(config))
     return dg, dh0.clone()
 
@@ -153,13 +163,9 @@ def _elman_backward(ctx, dout, dh_n):
     h0, w_hh, w_hh_rev, lengths, out = ctx.saved_tensors
     dg, dh0 = elman_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), out, w_hh, w_hh_rev,
                            lengths, **ctx.opts)
-    H = h0.shape[-1]
-    dw_hh = [_weight_grad(dg[d], _previous_h(out[..., d * H:(d + 1) * H], h0[d], lengths,
-                                             _is_reversed(ctx.opts["reverse"], d))).to(w.dtype)
-             for d, w in enumerate(_dirs(w_hh, w_hh_rev))]
+    dw_hh = _recurrent_weight_grads(dg, out, h0, lengths, ctx.opts["reverse"], _dirs(w_hh, w_hh_rev))
     dxg = [g.to(out.dtype) for g in dg]
-    return (dxg[0], dxg[1] if len(dxg) == 2 else None, dh0.to(h0.dtype), dw_hh[0],
-            dw_hh[1] if len(dw_hh) == 2 else None, None, None, None, None)
+    return (dxg[0], _second(dxg), dh0.to(h0.dtype), dw_hh[0], _second(dw_hh), None, None, None, None)
 
 
 elman_fwd_op.register_autograd(_elman_backward, setup_context=_elman_setup)
@@ -174,8 +180,8 @@ def lstm_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, c0: Tensor, w_
     xgs = _xg_pair(xg, xg_rev)
     T, B, _ = xg.shape
     out = torch.empty((T, B, len(xgs) * w_hh.shape[1]), device=xg.device, dtype=xg.dtype)
-    w_hrs = None if w_hr is None else _contiguous(*_dirs(w_hr, w_hr_rev))
-    h_n, c_n, saved = lstm_fwd(xgs, _contiguous(*_dirs(w_hh, w_hh_rev)), w_hrs, h0.contiguous(),
+    w_hrs = None if w_hr is None else _dirs(w_hr, w_hr_rev)
+    h_n, c_n, saved = lstm_fwd(xgs, _dirs(w_hh, w_hh_rev), w_hrs, h0.contiguous(),
                                c0.contiguous(), lengths, out, reverse=reverse, save=save,
                                config=_decode(config))
     gates, cs, m = saved if save else (_f32(xg, 0), _f32(xg, 0), None)
@@ -198,9 +204,9 @@ def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hh_rev
                 w_hr: Optional[Tensor], w_hr_rev: Optional[Tensor], c0: Tensor,
                 lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
                 config: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    w_hrs = None if w_hr is None else _contiguous(*_dirs(w_hr, w_hr_rev))
+    w_hrs = None if w_hr is None else _dirs(w_hr, w_hr_rev)
     dg, dh0, dc0, dhs = lstm_bwd(dout.contiguous(), dh_n.contiguous(), dc_n.contiguous(),
-                                 _contiguous(*_dirs(w_hh, w_hh_rev)), w_hrs, c0, lengths,
+                                 _dirs(w_hh, w_hh_rev), w_hrs, c0, lengths,
                                  (gates, cs, None), reverse=reverse, config=_decode(config))
     return dg, dh0.clone(), dc0.clone(), _f32(dg, 0) if dhs is None else dhs
 
@@ -226,16 +232,12 @@ def _lstm_backward(ctx, dout, dh_n, dc_n, *_saved_grads):
     dg, dh0, dc0, dhs = lstm_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0),
                                     _zeros_if_none(dc_n, c0), w_hh, w_hh_rev, w_hr, w_hr_rev, c0,
                                     lengths, gates, cs, **ctx.opts)
-    D, R = h0.shape[0], h0.shape[-1]
-    dw_hh = [_weight_grad(dg[d], _previous_h(out[..., d * R:(d + 1) * R], h0[d], lengths,
-                                             _is_reversed(ctx.opts["reverse"], d))).to(w.dtype)
-             for d, w in enumerate(_dirs(w_hh, w_hh_rev))]
-    dw_hr = [None] * D if w_hr is None else [_weight_grad(dhs[d], m[d]).to(w.dtype)
-                                             for d, w in enumerate(_dirs(w_hr, w_hr_rev))]
+    dw_hh = _recurrent_weight_grads(dg, out, h0, lengths, ctx.opts["reverse"], _dirs(w_hh, w_hh_rev))
+    dw_hr = [None] * len(dg) if w_hr is None else [_weight_grad(dhs[d], m[d]).to(w.dtype)
+                                                   for d, w in enumerate(_dirs(w_hr, w_hr_rev))]
     dxg = [g.to(out.dtype) for g in dg]
-    second = (lambda xs: xs[1] if D == 2 else None)
-    return (dxg[0], second(dxg), dh0.to(h0.dtype), dc0.to(c0.dtype), dw_hh[0], second(dw_hh),
-            dw_hr[0], second(dw_hr), None, None, None, None)
+    return (dxg[0], _second(dxg), dh0.to(h0.dtype), dc0.to(c0.dtype), dw_hh[0], _second(dw_hh),
+            dw_hr[0], _second(dw_hr), None, None, None, None)
 
 
 lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
@@ -256,7 +258,3 @@ def lstm(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
     out, h_n, c_n, *_ = lstm_fwd_op(xg[0], _second(xg), h0, c0, w_hh[0], _second(w_hh), *w_hr,
                                     lengths, reverse, save, encode_config(config))
     return out, h_n, c_n
-
-
-def _second(pair):
-    return pair[1] if len(pair) == 2 else None

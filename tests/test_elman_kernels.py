@@ -53,7 +53,7 @@ BIDIRECTIONAL = [
     ids=[case_id("elman-bi", c[0], c[1], c[3], c[5], relu=c[4] == "relu", len=c[6] is not None,
                  tiles=c[7] is not None) for c in BIDIRECTIONAL])
 def test_elman_bidirectional_matches_reference(T, B, I, H, nonlinearity, dtype, lengths, config):
-    check_bidirectional(fused.elman_bidirectional, "elman", T, B, I, H, dtype=dtype, lengths=lengths,
+    check_bidirectional(fused.elman_directions, "elman", T, B, I, H, dtype=dtype, lengths=lengths,
                         config=config, nonlinearity=nonlinearity)
 
 

@@ -59,12 +59,12 @@ BIDIRECTIONAL = [
     ids=[case_id("lstm-bi", c[0], c[1], c[3], c[5], P=c[4], len=c[6] is not None, tiles=c[7] is not None)
          for c in BIDIRECTIONAL])
 def test_lstm_bidirectional_matches_reference(T, B, I, H, P, dtype, lengths, config):
-    check_bidirectional(fused.lstm_bidirectional, "lstm", T, B, I, H, P, dtype, lengths=lengths,
+    check_bidirectional(fused.lstm_directions, "lstm", T, B, I, H, P, dtype, lengths=lengths,
                         config=config)
 
 
 def test_bidirectional_no_bias():
-    check_bidirectional(fused.lstm_bidirectional, "lstm", 4, 3, 4, 7, bias=False, lengths=[4, 2, 3])
+    check_bidirectional(fused.lstm_directions, "lstm", 4, 3, 4, 7, bias=False, lengths=[4, 2, 3])
 
 
 def test_no_bias():

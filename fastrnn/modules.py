@@ -81,15 +81,19 @@ class _StackMixin:
         return out
 
     # --- hidden state -----------------------------------------------------------------------
-    def _zero_hx(self, x, batch):
-        """Zero (h0 [L*D, B, R], c0 [L*D, B, H]) for LSTM, h0 for RNN, in x's dtype/device."""
-        D = 2 if self.bidirectional else 1
+    def _state_shapes(self, batch):
+        """(h [L*D, B, R], c [L*D, B, H]): the shapes of hx for a batch of B."""
+        LD = self.num_layers * (2 if self.bidirectional else 1)
         R = self.proj_size if self.proj_size > 0 else self.hidden_size
-        h0 = torch.zeros(self.num_layers * D, batch, R, dtype=x.dtype, device=x.device)
+        return (LD, batch, R), (LD, batch, self.hidden_size)
+
+    def _zero_hx(self, x, batch):
+        """Zero (h0, c0) for LSTM, h0 for RNN, shaped by _state_shapes, in x's dtype/device."""
+        h_shape, c_shape = self._state_shapes(batch)
+        h0 = torch.zeros(h_shape, dtype=x.dtype, device=x.device)
         if self.mode != "LSTM":
             return h0
-        return h0, torch.zeros(self.num_layers * D, batch, self.hidden_size, dtype=x.dtype,
-                               device=x.device)
+        return h0, torch.zeros(c_shape, dtype=x.dtype, device=x.device)
 
     def _check_hx_dims(self, hx, is_batched):
         """torch's dimension checks on a user-given hx; returns it batched ([L*D, B, .])."""
@@ -171,28 +175,28 @@ class _StackMixin:
 
     def _check_packed(self, packed, hx):
         """torch's checks of packed input and hx (torch's LSTM skips them and computes garbage),
-        with the batch size read without a data-dependent int where it can be (packing.py)."""
+        with the batch size read without a data-dependent int where it can be (packing.py).
+        Returns that batch size B."""
         self.check_input(packed.data, packed.batch_sizes)
+        B = packing.packed_batch(packed)
         if hx is None:
-            return
+            return B
         if self.mode == "LSTM" and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        LD = self.num_layers * (2 if self.bidirectional else 1)
-        R = self.proj_size if self.proj_size > 0 else self.hidden_size
-        B = packing.packed_batch(packed)
+        h_shape, c_shape = self._state_shapes(B)
         if self.mode != "LSTM":
-            self.check_hidden_size(hx, (LD, B, R), "Expected hidden size {}, got {}")
-            return
-        self.check_hidden_size(hx[0], (LD, B, R), "Expected hidden[0] size {}, got {}")
-        self.check_hidden_size(hx[1], (LD, B, self.hidden_size), "Expected hidden[1] size {}, got {}")
+            self.check_hidden_size(hx, h_shape, "Expected hidden size {}, got {}")
+        else:
+            self.check_hidden_size(hx[0], h_shape, "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hx[1], c_shape, "Expected hidden[1] size {}, got {}")
+        return B
 
     def _forward_packed(self, packed, hx):
         """Pad in sorted order, run with per-sequence lengths, re-pack into the input's layout;
         hx is read, and h_n returned, in the user's batch order. Shapes never depend on values
         when the PackedSequence has sorted_indices, so this compiles with fullgraph=True."""
         data, batch_sizes, sorted_indices, unsorted_indices = packed
-        self._check_packed(packed, hx)
-        B = packing.packed_batch(packed)
+        B = self._check_packed(packed, hx)
         hx = self._zero_hx(data, B) if hx is None else self._permute(hx, sorted_indices)
         padded, lengths, slots = packing.pad(data, batch_sizes, B)
         output, hidden = self._run(padded, hx, lengths)

@@ -32,12 +32,12 @@ def kinds(cells=ins.CELLS, kinds_of_dtype=("fp32", "bf16")):
         base = "elman" if cell == "elman" else "lstm"
         passes = [("fwd", False), ("bwd", True)] + ([("fwd", True)] if base == "lstm" else [])
         for (pass_, train), dtype, block_b in itertools.product(passes, kinds_of_dtype, BS):
-            save = base == "lstm" and pass_ == "fwd" and train
-            key = (base, pass_, cell == "lstm-proj", "fp32" if dtype == "fp32" else "16-bit", block_b, save)
             flags = itertools.product((False, True), (False, True), (False, True) if base == "elman" else (False,),
                                       (False, True) if dtype == "fp32" else (False,))
             cases = [ins.Case(cell, pass_, dtype, B, H, train, rev, lens, relu, tf32)
                      for (rev, lens, relu, tf32), B in itertools.product(list(flags), BS[block_b])]
+            key = (base, pass_, cell == "lstm-proj", "fp32" if dtype == "fp32" else "16-bit", block_b,
+                   ins.saves(cases[0]))
             out.append((key, cases))
     return out
 
@@ -56,8 +56,7 @@ def first_clean(cases, archs=ins.ARCHS, processes=2):
     for i, candidate in enumerate(CANDIDATES):
         settings = override(candidate)
         if "BLOCK_H" not in settings:  # the cell's default, not whatever TUNED says today
-            cell = "elman" if cases[0].cell == "elman" else "lstm"
-            settings["BLOCK_H"] = 64 if cell == "elman" else 32
+            settings["BLOCK_H"] = k.config.BLOCK_H["elman" if cases[0].cell == "elman" else "lstm"]
         jobs = list(dict.fromkeys(ins.specialize(case, arch, k, settings) for case in cases for arch in archs))
         compiles += len(jobs)
         if all(r["ok"] for r in ins.run_jobs(jobs, processes)):

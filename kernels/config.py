@@ -24,6 +24,7 @@ import torch
 import triton
 
 GATES = {"lstm": 4, "elman": 1}
+BLOCK_H = {"lstm": 32, "elman": 64}  # the widest H tile (see the docstring)
 RESIDENT_BYTES = 16 * 1024  # for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
 # (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys, for
 # streamed weights: the table `python -m fastrnn sweep` prints (see the module docstring).
@@ -45,7 +46,7 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False
     hidden H, recurrent width R, weight `dtype` on `device`; `save`: an LSTM forward that stores
     activations for backward. `override` replaces any key."""
     interpret = torch.device(device).type == "cpu"
-    block_h = 32 if cell == "lstm" else 64
+    block_h = BLOCK_H[cell]
     cfg = {
         "BLOCK_B": 16 if B <= 16 else 32,
         "BLOCK_H": min(block_h, max(16, triton.next_power_of_2(H))),

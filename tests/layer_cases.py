@@ -40,22 +40,27 @@ def check_layer(fused_fn, cell, args64, dtype, *, lengths=None, grads=True, **kw
     ref_kw = {k: v for k, v in kw.items() if k != "config"}
     expected = ref_fn(*args64, lengths=lengths, **ref_kw)
     actual = fused_fn(*args, lengths=lengths, **kw)
-    names = ["out", "h_n", "c_n"]
-    for name, a, e in zip(names, actual, expected):
-        assert a.dtype == dtype, f"{name} dtype {a.dtype} != {dtype}"
-        assert_close(a, e, name=name, dtype=dtype, T=T)
-    if not grads:
-        return
-    g = torch.Generator().manual_seed(1)
-    cots = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
     leaves64 = [a for a in args64 if a is not None]
     leaves = [a for a in args if a is not None]
-    expected_g = torch.autograd.grad(expected, leaves64, cots)
-    actual_g = torch.autograd.grad(actual, leaves, [c.to(dtype) for c in cots])
     arg_names = (["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"] if cell == "lstm"
                  else ["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"])
     present = [n for n, a in zip(arg_names, args64) if a is not None]
-    for name, a, e in zip(present, actual_g, expected_g):
+    _compare(actual, expected, leaves, leaves64, present if grads else None, dtype, T)
+
+
+def _compare(actual, expected, leaves, leaves64, leaf_names, dtype, T):
+    """Every output of the fused run (in `dtype`) against the float64 reference's; then, unless
+    leaf_names is None, the gradient of every leaf under one set of random cotangents."""
+    for name, a, e in zip(["out", "h_n", "c_n"], actual, expected):
+        assert a.dtype == dtype, f"{name} dtype {a.dtype} != {dtype}"
+        assert_close(a, e, name=name, dtype=dtype, T=T)
+    if leaf_names is None:
+        return
+    g = torch.Generator().manual_seed(1)
+    cots = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
+    expected_g = torch.autograd.grad(expected, leaves64, cots)
+    actual_g = torch.autograd.grad(actual, leaves, [c.to(dtype) for c in cots])
+    for name, a, e in zip(leaf_names, actual_g, expected_g, strict=True):
         assert a.dtype == dtype, f"grad {name} dtype {a.dtype} != {dtype}"
         # a gradient sums T*B terms: scale the absolute tolerance by its magnitude
         atol, rtol = _grad_tol(dtype, T, e)
@@ -89,16 +94,6 @@ def check_bidirectional(fused_fn, cell, T, B, I, H, P=0, dtype=torch.float32, *,
     x, states = cast(x64), [cast(s) for s in states64]
     weights = [tuple(cast(w) for w in ws) for ws in weights64]
     actual = fused_fn(x, *states, weights, lengths=lengths, config=config, **kw)
-    for name, a, e in zip(["out", "h_n", "c_n"], actual, expected):
-        assert a.dtype == dtype, f"{name} dtype {a.dtype} != {dtype}"
-        assert_close(a, e, name=name, dtype=dtype, T=T)
-
-    g = torch.Generator().manual_seed(1)
-    cots = [torch.randn(e.shape, generator=g, dtype=torch.float64) for e in expected]
     leaves64 = [x64, *states64, *[w for ws in weights64 for w in ws if w is not None]]
     leaves = [x, *states, *[w for ws in weights for w in ws if w is not None]]
-    expected_g = torch.autograd.grad(expected, leaves64, cots)
-    actual_g = torch.autograd.grad(actual, leaves, [c.to(dtype) for c in cots])
-    for i, (a, e) in enumerate(zip(actual_g, expected_g, strict=True)):
-        atol, rtol = _grad_tol(dtype, T, e)
-        assert_close(a, e, name=f"grad of leaf {i}", atol=atol, rtol=rtol)
+    _compare(actual, expected, leaves, leaves64, [f"leaf {i}" for i in range(len(leaves))], dtype, T)

@@ -7,7 +7,10 @@
 fastrnn registers this module under the `pytest11` entry point, so the fixture is there as soon as
 fastrnn is installed; without the entry point, import it (`from fastrnn.testing.plugin import
 rnn_oracle`) or list `pytest_plugins = ["fastrnn.testing.plugin"]` in the top-level conftest.py.
-The battery is imported lazily, so the plugin costs nothing in test runs that do not use it.
+Loading the plugin imports pytest and nothing else: `fastrnn` and `fastrnn.testing` load their
+names on first use, and torch and the battery are imported when a test asks for `rnn_oracle`,
+so every other pytest run in an environment with fastrnn installed pays nothing for it
+(tests/test_plugin.py checks this).
 """
 import pytest
 

@@ -9,6 +9,7 @@ Reported times are medians. On CUDA torch.nn runs with TF32 off (fastrnn's accum
 and the TF32-on cuDNN time is reported beside it; on CPU the reference backend's cost is reported
 for the cheap cases.
 """
+import argparse
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from . import registry
+from . import backends, registry
 
 _TF32_FLAGS = ("torch.backends.cudnn.allow_tf32", "torch.backends.cuda.matmul.allow_tf32")
 
@@ -126,6 +127,8 @@ def make_callables(case, device, *, backend="auto", reference=False):
 def time_callables(fns, *, samples=7, min_sample_s=0.02, warmup=2):
     """{name: [seconds per call, one per sample]}: warm each callable up, size its inner loop to
     ~min_sample_s, then take `samples` samples round-robin (rotating who goes first)."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1 (a median needs one), got {samples}")
     loops = {}
     for name, fn in fns.items():
         for _ in range(warmup):
@@ -270,62 +273,136 @@ def plot(results, path, parity_tol):
 
 
 # --- CLI ---------------------------------------------------------------------------------------
+def timing_device(text):
+    """argparse type of a device option: a torch.device this machine can time on (cpu or cuda)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (use cpu or cuda)") from None
+    if device.type == "meta":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: nothing can be timed on the meta device (its tensors hold no data); use cpu or cuda")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: bench times on cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no CUDA device is visible" if torch.backends.cuda.is_built() else "this torch has no CUDA"
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available here ({why}); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _checked(convert, ok, expected):
+    """An argparse type: `convert` the text and keep the value only if `ok(value)`."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_milliseconds = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+_tolerance = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1), e.g. 0.05")
+_case_filter = _checked(str, lambda v: any(v.split(",")), "comma-separated parts of case ids")
+
+
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="the quick subset (CPU-friendly)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--device", type=timing_device, default=None,
+                        help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--json", default=None, help="output path (default bench-results/bench-<device>.json)")
     parser.add_argument("--plot", nargs="?", const="", default=None,
                         help="save a PNG chart of the speed-ups (default path: next to the JSON)")
-    parser.add_argument("--samples", type=int, default=9, help="timed samples per implementation")
-    parser.add_argument("--min-sample-ms", type=float, default=15.0, help="minimum length of one sample")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--samples", type=_positive_int, default=9, help="timed samples per implementation")
+    parser.add_argument("--min-sample-ms", type=_milliseconds, default=15.0, help="minimum length of one sample")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference backend's column")
-    parser.add_argument("--parity-tol", type=float, default=0.05,
+    parser.add_argument("--parity-tol", type=_tolerance, default=0.05,
                         help="flag cases where fastrnn is slower than torch.nn by more than this "
                              "(or the measured noise, if larger)")
     # For tests and debugging: filter cases by id substrings, cap their number, pick a backend.
-    parser.add_argument("--cases", default=None, help=argparse_suppress())
-    parser.add_argument("--max-cases", type=int, default=None, help=argparse_suppress())
-    parser.add_argument("--backend", default="auto", help=argparse_suppress())
+    parser.add_argument("--cases", type=_case_filter, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--max-cases", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--backend", choices=backends.BACKENDS, default="auto", help=argparse.SUPPRESS)
+    # main reports misuse that only shows once options meet (or the machine) the way argparse does
+    parser.set_defaults(usage_error=parser.error)
 
 
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
+def _backend_problem(backend, device, cases):
+    """Why `backend` cannot run `cases` on `device`, or None: asked before the timing, not after."""
+    for dtype in sorted({c.torch_dtype for c in cases}, key=str):
+        try:
+            backends.resolve(backend, torch.empty(0, device=device, dtype=dtype))
+        except (backends.BackendError, ValueError) as exc:  # ValueError: a bad FASTRNN_BACKEND
+            return str(exc)
+    return None
+
+
+def _unwritable(path):
+    """Why a file cannot be written at `path`, or None: asked before the timing, not after."""
+    if os.path.isdir(path):
+        return "is a directory"
+    parent = os.path.dirname(path) or "."
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {parent}: {exc.strerror or exc}"
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
 
 
 def main(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Run `bench` on `args` parsed by a parser that add_arguments filled."""
+    fail = args.usage_error  # prints usage and one error line, exits 2
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401  (fail before an hour of timing, not after)
         except ImportError:
-            print("error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
-            return 2
+            fail("--plot needs matplotlib (pip install matplotlib)")
     cases = registry.quick(device) if args.quick else registry.full_grid(device)
     cases = registry.select(cases, args.cases, args.max_cases)
     if not cases:
-        print(f"error: no case matches {args.cases!r}", file=sys.stderr)
-        return 2
+        fail(f"--cases: no case matches {args.cases!r}")
+    why = _backend_problem(args.backend, device, cases)
+    if why:
+        fail(f"--backend {args.backend}: {why}")
+    path = args.json or os.path.join("bench-results", f"bench-{device.type}.json")
+    png = None if args.plot is None else args.plot or os.path.splitext(path)[0] + ".png"
+    for flag, out in (("--json", path), ("--plot", png)):
+        why = out and _unwritable(out)
+        if why:
+            fail(f"{flag} {out}: {why}")
+
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = environment(device)
-    results = [run_case(c, device, samples=args.samples, min_sample_s=args.min_sample_ms / 1e3,
-                        backend=args.backend, reference=not args.no_reference and device.type == "cpu")
-               for c in _progress(cases)]
+    try:
+        env = environment(device)
+        results = [run_case(c, device, samples=args.samples, min_sample_s=args.min_sample_ms / 1e3,
+                            backend=args.backend, reference=not args.no_reference and device.type == "cpu")
+                   for c in _progress(cases)]
+    finally:
+        torch.set_num_threads(threads)  # main may run in-process (tests): leave torch as it was
     print(format_table(results, env, args.parity_tol))
     slow = [r["id"] for r in results if not at_parity(r, args.parity_tol)]
     print(f"fastrnn at parity (within {args.parity_tol:.0%} or the noise) or faster on "
           f"{len(results) - len(slow)}/{len(results)} cases")
-    path = args.json or os.path.join("bench-results", f"bench-{device.type}.json")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     settings = {"samples": args.samples, "min_sample_ms": args.min_sample_ms, "backend": args.backend,
                 "quick": args.quick, "tf32_baseline": "torch.nn runs with TF32 off; 'torch.nn TF32' with it on"}
     with open(path, "w") as f:
         json.dump({"environment": env, "settings": settings, "results": results}, f, indent=1)
     print(f"wrote {path}")
-    if args.plot is not None:
-        png = args.plot or os.path.splitext(path)[0] + ".png"
+    if png is not None:
         plot(results, png, args.parity_tol)
         print(f"wrote {png}")
     return 0

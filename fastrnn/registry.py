@@ -87,7 +87,9 @@ def quick(device="cpu"):
 
 def select(cases, pattern=None, max_cases=None):
     """Cases whose id contains every comma-separated part of `pattern`, at most `max_cases` of them."""
+    if max_cases is not None and max_cases < 1:
+        raise ValueError(f"max_cases must be at least 1 (or None for no cap), got {max_cases}")
     if pattern:
         parts = [p for p in pattern.split(",") if p]
         cases = [c for c in cases if all(p in c.id for p in parts)]
-    return cases[:max_cases] if max_cases else cases
+    return cases[:max_cases]

@@ -2,6 +2,7 @@
 import argparse
 import json
 import sys
+import types
 
 import pytest
 import torch
@@ -64,15 +65,6 @@ def test_cli_packed_case_runs(tmp_path):
     assert result["packed"] and set(result["median_s"]) == {"torch.nn", "fastrnn"}
 
 
-def test_cli_rejects_unknown_filter(capsys):
-    assert _run(["--quick", "--device", "cpu", "--cases", "no-such-case"]) == 2
-    assert "no case matches" in capsys.readouterr().err
-
-
-def test_plot_without_matplotlib_fails_before_timing(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)   # makes `import matplotlib` raise
-    assert _run(["--quick", "--device", "cpu", "--plot"]) == 2
-    assert "--plot needs matplotlib" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case_id", ["lstm-T1-B16-H256-L1-uni-fp32-train", "rnn-T64-B16-H64-L2-bi-fp32-infer-packed"])
@@ -88,8 +80,142 @@ def test_fastrnn_and_torch_compute_the_same(case_id):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_python_m_fastrnn_bench_is_wired(capsys):
-    """`python -m fastrnn bench` reaches this module (the cheap error path, no timing)."""
+# --- misuse: exit 2 with argparse's usage line and one error line, before any timing -----------
+@pytest.fixture
+def no_timing(monkeypatch):
+    """Misuse must be reported before the first case is timed."""
+    def run_case(*args, **kwargs):
+        raise AssertionError("bench timed a case before reporting the misuse")
+    monkeypatch.setattr(bench, "run_case", run_case)
+
+
+def usage_error(capsys, *argv):
+    """The error line of `python -m fastrnn bench ARGV`, which must exit 2 the way argparse does."""
     from fastrnn.__main__ import main
-    assert main(["bench", "--quick", "--device", "cpu", "--cases", "no-such-case"]) == 2
-    assert "no case matches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("usage: python -m fastrnn bench")
+    lines = err.rstrip("\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:]
+    prefix = "python -m fastrnn bench: error: "
+    assert lines[-1].startswith(prefix), lines[-1]
+    return lines[-1][len(prefix):]
+
+
+QUICK = ["--quick", "--cases", "rnn-T1-B16,infer", "--samples", "1", "--min-sample-ms", "0", "--no-reference"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "0"], "argument --samples: expected a positive integer, got '0'"),
+    (["--samples", "-3"], "argument --samples: expected a positive integer, got '-3'"),
+    (["--samples", "two"], "argument --samples: expected a positive integer, got 'two'"),
+    (["--threads", "-2"], "argument --threads: expected a positive integer, got '-2'"),
+    (["--threads", "0"], "argument --threads: expected a positive integer, got '0'"),
+    (["--max-cases", "0"], "argument --max-cases: expected a positive integer, got '0'"),
+    (["--max-cases", "-1"], "argument --max-cases: expected a positive integer, got '-1'"),
+    (["--min-sample-ms", "-5"], "argument --min-sample-ms: expected a finite number >= 0, got '-5'"),
+    (["--min-sample-ms", "nan"], "argument --min-sample-ms: expected a finite number >= 0, got 'nan'"),
+    (["--min-sample-ms", "inf"], "argument --min-sample-ms: expected a finite number >= 0, got 'inf'"),
+    (["--parity-tol", "-0.1"], "argument --parity-tol: expected a fraction in [0, 1), e.g. 0.05, got '-0.1'"),
+    (["--parity-tol", "nan"], "argument --parity-tol: expected a fraction in [0, 1), e.g. 0.05, got 'nan'"),
+    (["--parity-tol", "1"], "argument --parity-tol: expected a fraction in [0, 1), e.g. 0.05, got '1'"),
+    (["--cases", ","], "argument --cases: expected comma-separated parts of case ids, got ','"),
+    (["--cases", ""], "argument --cases: expected comma-separated parts of case ids, got ''"),
+    (["--backend", "foo"], "argument --backend: invalid choice: 'foo'"),
+    (["--device", "foo"], "argument --device: not a torch device: 'foo' (use cpu or cuda)"),
+    (["--device", ""], "argument --device: not a torch device: '' (use cpu or cuda)"),
+    (["--device", "cuda:x"], "argument --device: not a torch device: 'cuda:x' (use cpu or cuda)"),
+    (["--device", "meta"], "argument --device: 'meta': nothing can be timed on the meta device"),
+    (["--device", "mps"], "argument --device: 'mps': bench times on cpu or cuda"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_rejects_bad_option(capsys, no_timing, argv, message):
+    assert usage_error(capsys, *QUICK, *argv).startswith(message)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cli_rejects_cuda_without_cuda(monkeypatch, capsys, no_timing, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = usage_error(capsys, *QUICK, "--device", device)
+    assert message.startswith(f"argument --device: {device!r}: CUDA is not available here (")
+
+
+def test_cli_rejects_a_cuda_index_past_the_last_device(monkeypatch, capsys, no_timing):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    message = usage_error(capsys, *QUICK, "--device", "cuda:1")
+    assert message == "argument --device: 'cuda:1': this machine has 1 CUDA device(s)"
+
+
+def test_cli_rejects_unknown_filter(capsys, no_timing):
+    assert usage_error(capsys, "--quick", "--device", "cpu", "--cases", "no-such-case") == \
+        "--cases: no case matches 'no-such-case'"
+
+
+def test_plot_without_matplotlib_fails_before_timing(monkeypatch, capsys, no_timing):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # makes `import matplotlib` raise
+    assert usage_error(capsys, "--quick", "--device", "cpu", "--plot") == \
+        "--plot needs matplotlib (pip install matplotlib)"
+
+
+@pytest.fixture
+def no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def test_cli_rejects_a_backend_that_cannot_run_here(capsys, no_timing, no_interpreter):
+    message = usage_error(capsys, *QUICK, "--device", "cpu", "--backend", "triton")
+    assert message.startswith("--backend triton: backend='triton' on CPU tensors runs Triton's interpreter")
+
+
+@pytest.fixture
+def bad_backend_env(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "bogus")
+
+
+def test_cli_rejects_a_bad_fastrnn_backend_variable(capsys, no_timing, bad_backend_env):
+    assert usage_error(capsys, *QUICK, "--device", "cpu").startswith("--backend auto: FASTRNN_BACKEND must be")
+
+
+def test_cli_rejects_an_unwritable_json_path_before_timing(tmp_path, capsys, no_timing):
+    assert usage_error(capsys, *QUICK, "--device", "cpu", "--json", str(tmp_path)) == \
+        f"--json {tmp_path}: is a directory"
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "bench.json"       # its parent is a file
+    assert usage_error(capsys, *QUICK, "--device", "cpu", "--json", str(bad)).startswith(
+        f"--json {bad}: cannot create {bad.parent}: ")
+
+
+def test_cli_rejects_an_unwritable_plot_path_before_timing(tmp_path, monkeypatch, capsys, no_timing):
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))  # importable
+    assert usage_error(capsys, *QUICK, "--device", "cpu", "--json", str(tmp_path / "b.json"),
+                       "--plot", str(tmp_path)) == f"--plot {tmp_path}: is a directory"
+
+
+def test_library_guards_behind_the_cli():
+    with pytest.raises(ValueError, match="max_cases must be at least 1"):
+        registry.select(registry.quick("cpu"), None, 0)
+    assert len(registry.select(registry.quick("cpu"), None, 2)) == 2
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        bench.time_callables({"noop": lambda: None}, samples=0)
+
+
+def test_cli_threads_apply_to_the_run_and_are_restored(tmp_path, monkeypatch):
+    seen, before = [], torch.get_num_threads()
+    fake = {"id": "fake", "median_s": {"torch.nn": 1.0, "fastrnn": 1.0}, "speedup": 1.0, "noise": 0.0}
+    monkeypatch.setattr(bench, "run_case", lambda *a, **k: seen.append(torch.get_num_threads()) or fake)
+    from fastrnn.__main__ import main
+    assert main(["bench", *QUICK, "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_python_m_fastrnn_bench_is_wired(tmp_path, capsys):
+    """`python -m fastrnn bench` reaches this module and runs a valid invocation."""
+    from fastrnn.__main__ import main
+    out = tmp_path / "b.json"
+    assert main(["bench", *QUICK, "--device", "cpu", "--threads", "1", "--parity-tol", "0",
+                 "--json", str(out)]) == 0
+    assert "rnn-T1-B16-H256-L1-uni-fp32-infer" in capsys.readouterr().out
+    assert json.loads(out.read_text())["results"][0]["id"] == "rnn-T1-B16-H256-L1-uni-fp32-infer"

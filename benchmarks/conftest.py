@@ -7,13 +7,14 @@ runs once, untimed, as a smoke test, so the benchmarks never slow the test suite
 import pytest
 import torch
 
-from fastrnn import registry
+from fastrnn import bench, registry
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastrnn benchmarks")
     group.addoption("--grid", choices=("quick", "full"), default="quick", help="which registry grid to run")
-    group.addoption("--bench-device", default=None, help="cuda or cpu (default: cuda if available)")
+    group.addoption("--bench-device", type=bench.timing_device, default=None,
+                    help="cuda or cpu (default: cuda if available)")
 
 
 def bench_device(config):

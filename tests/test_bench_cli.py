@@ -1,6 +1,8 @@
 """`python -m fastrnn bench` on a tiny slice of the registry, and the registry itself."""
 import argparse
 import json
+import pathlib
+import subprocess
 import sys
 import types
 
@@ -209,6 +211,17 @@ def test_cli_threads_apply_to_the_run_and_are_restored(tmp_path, monkeypatch):
     from fastrnn.__main__ import main
     assert main(["bench", *QUICK, "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_benchmarks_reject_a_bad_bench_device():
+    """benchmarks/'s --bench-device goes through the same check (pytest's usage error, status 4)."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                           str(root / "benchmarks"), "--bench-device", "meta"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "argument --bench-device: 'meta': nothing can be timed" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_python_m_fastrnn_bench_is_wired(tmp_path, capsys):

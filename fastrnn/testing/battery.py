@@ -9,32 +9,112 @@ output) are then compared.
 import math
 
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from ..functional import rnn_stack
-from .cases import select_cases
-from .compare import assert_close, tolerances
+from .cases import check_kind, select_cases
+from .compare import assert_close, check_dtype, check_tolerance, tolerances
 from .outputs import rnn_leaves
 from .report import CaseResult, Report, TensorResult, errors
 
 __all__ = ["check_module", "run_case", "module_kind"]
 
 
-def module_kind(factory):
-    """'RNN' or 'LSTM': what `factory(input_size, hidden_size)` builds (read from its `mode`, else
-    from the number of gate rows of weight_ih_l0)."""
-    probe = factory(2, 3)
-    mode = getattr(probe, "mode", None)
+_FACTORY = ("a factory called like torch.nn.RNN / torch.nn.LSTM: "
+            "factory(input_size, hidden_size, **kwargs) -> torch.nn.Module")
+
+
+def _label(factory):
+    return getattr(factory, "__qualname__", None) or repr(factory)
+
+
+class _NotAFactory(TypeError):
+    """The factory is not callable or built something other than an nn.Module: a usage error that
+    no case can report as a failure of the module."""
+
+
+def _build(factory, *args, **kwargs):
+    """factory(*args, **kwargs), which must be a torch.nn.Module (_NotAFactory otherwise)."""
+    if not callable(factory):
+        raise _NotAFactory(f"check_module needs {_FACTORY}; got {type(factory).__name__} {factory!r}")
+    module = factory(*args, **kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise _NotAFactory(f"{_label(factory)} returned {type(module).__name__}, not a torch.nn.Module; "
+                        f"check_module needs {_FACTORY}")
+    return module
+
+
+def _kind_of(module):
+    """'RNN', 'LSTM' or None (cannot tell) for a built module: its `mode`, else the number of gate
+    rows of weight_ih_l0 (module built with hidden_size 3). Raises ValueError for another cell."""
+    mode = getattr(module, "mode", None)
     if mode == "LSTM":
         return "LSTM"
     if mode in ("RNN_TANH", "RNN_RELU"):
         return "RNN"
-    weight = dict(probe.named_parameters()).get("weight_ih_l0")
-    rows = {12: "LSTM", 3: "RNN"}.get(None if weight is None else weight.shape[0])
-    if rows is None:
-        raise TypeError(f"cannot tell whether {factory!r} builds an RNN or an LSTM: it has no `mode` "
+    if isinstance(mode, str):
+        raise ValueError(f"the factory builds a {type(module).__name__} with mode {mode!r}; check_module checks "
+                         "the Elman RNN (mode 'RNN_TANH' or 'RNN_RELU') and the LSTM (mode 'LSTM') only")
+    weight = dict(module.named_parameters()).get("weight_ih_l0")
+    return {12: "LSTM", 3: "RNN"}.get(None if weight is None else weight.shape[0])
+
+
+def _resolve_kind(factory, kind=None):
+    """`kind` checked against what the factory builds, or read from it when None."""
+    if kind is not None:
+        check_kind(kind)
+    built = _kind_of(_build(factory, 2, 3))
+    if kind is None and built is None:
+        raise TypeError(f"cannot tell whether {_label(factory)} builds an RNN or an LSTM: it has no `mode` "
                         "attribute and no torch.nn-style weight_ih_l0; pass kind='RNN' or kind='LSTM'")
-    return rows
+    if kind is not None and built is not None and built != kind:
+        raise ValueError(f"kind={kind!r}, but {_label(factory)} builds an {built}")
+    return kind or built
+
+
+def module_kind(factory):
+    """'RNN' or 'LSTM': what `factory(input_size, hidden_size)` builds (read from its `mode`, else
+    from the number of gate rows of weight_ih_l0). TypeError when it builds no nn.Module or the
+    kind cannot be told, ValueError when it builds another cell (a GRU)."""
+    return _resolve_kind(factory)
+
+
+def _check_options(dtype, device, seed, atol, rtol):
+    """TypeError / ValueError, saying what is accepted, for options the battery cannot use."""
+    check_dtype(dtype)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_tolerance("atol", atol)
+    check_tolerance("rtol", rtol)
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"device must be a str or torch.device ('cpu', 'cuda', 'cuda:1'), got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', ...): {exc}") from None
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no values, so there is nothing to compare; pass a real device")
+    try:
+        torch.empty(1, device=dev)
+    except Exception as exc:  # whatever the device's runtime says is the reason
+        raise ValueError(f"device {device!r} cannot hold tensors here: {type(exc).__name__}: {exc}") from None
+
+
+def _form_error(actual, case):
+    """What is wrong with `actual` as torch.nn's result for `case`, or '' when nothing is."""
+    output_type = PackedSequence if case.form == "packed" else torch.Tensor
+    if not (isinstance(actual, tuple) and len(actual) == 2):
+        size = f" of {len(actual)}" if isinstance(actual, (tuple, list)) else ""
+        return f"{type(actual).__name__}{size}"
+    out, hidden = actual
+    if not isinstance(out, output_type):
+        return f"an output of type {type(out).__name__} (expected {output_type.__name__})"
+    if case.is_lstm:
+        if not (isinstance(hidden, tuple) and len(hidden) == 2 and all(isinstance(h, torch.Tensor) for h in hidden)):
+            return f"a hidden state of type {type(hidden).__name__} (expected a tuple (h_n, c_n) of tensors)"
+    elif not isinstance(hidden, torch.Tensor):
+        return f"a hidden state of type {type(hidden).__name__} (expected the tensor h_n)"
+    return ""
 
 
 def _param_names(case):
@@ -113,7 +193,7 @@ def _run_reference(case, weights64, x, h0, c0, lengths):
     return _to_form(case, out, h_n, c_n, lengths), (x_r, h0_r, c0_r)
 
 
-def _compare(result, name, actual, expected, atol, rtol):
+def _compare(result, name, actual, expected, atol, rtol, dtype, device):
     if actual is None:
         result.tensors.append(TensorResult(name, math.inf, math.inf, False,
                                            f"{name}: is None, expected a tensor"))
@@ -121,6 +201,11 @@ def _compare(result, name, actual, expected, atol, rtol):
     if actual.shape != expected.shape:
         result.tensors.append(TensorResult(name, math.inf, math.inf, False,
                                            f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"))
+        return
+    if actual.dtype != dtype or actual.device.type != device.type:
+        result.tensors.append(TensorResult(name, math.inf, math.inf, False,
+                                           f"{name}: {actual.dtype} on {actual.device}, expected {dtype} on "
+                                           f"{device} (the module's dtype and device)"))
         return
     max_abs, max_rel = errors(actual, expected)
     try:
@@ -131,15 +216,22 @@ def _compare(result, name, actual, expected, atol, rtol):
 
 
 def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=None, rtol=None):
-    """Run one case of the battery; returns a CaseResult (never raises for a failing module)."""
+    """Run one case of the battery; returns a CaseResult (a module that raises or differs fails
+    the case). Raises TypeError when the factory builds no nn.Module or the module's result is not
+    in torch.nn's form ((output, h_n) / (output, (h_n, c_n)), the output a PackedSequence for
+    packed input), TypeError / ValueError for options it cannot use."""
+    _check_options(dtype, device, seed, atol, rtol)
+    device = torch.device(device)
     result = CaseResult(case.id)
     gen = torch.Generator().manual_seed(seed)
     # Errors accumulate along time and through the layers; gradients also scale with their size.
     base_atol, base_rtol = tolerances(dtype, case.T * case.num_layers)
     atol = base_atol if atol is None else atol
     rtol = base_rtol if rtol is None else rtol
+    stage = "building the module"
     try:
-        module = factory(case.input_size, case.hidden_size, **case.module_kwargs())
+        module = _build(factory, case.input_size, case.hidden_size, **case.module_kwargs())
+        stage = "moving the module to its device and dtype"
         module = module.to(device=device, dtype=dtype)
         module.train(not case.dropout)  # a dropout case runs in eval mode, where dropout must be off
         params = dict(module.named_parameters())
@@ -162,10 +254,19 @@ def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=N
             hx = (h0_m, c0_m) if case.is_lstm else h0_m
             if case.form == "unbatched":
                 hx = (h0_m[:, 0], c0_m[:, 0]) if case.is_lstm else h0_m[:, 0]
+        stage = "forward"
         actual = module(_module_input(case, x_m, lengths), hx)
+    except _NotAFactory:
+        raise
     except Exception as exc:  # a module that cannot run a case fails that case, with the reason
-        result.error = f"forward raised {type(exc).__name__}: {exc}"
+        result.error = f"{stage} raised {type(exc).__name__}: {exc}"
         return result
+    wrong = _form_error(actual, case)
+    if wrong:
+        want = "(output, (h_n, c_n))" if case.is_lstm else "(output, h_n)"
+        raise TypeError(f"{_label(factory)}'s forward returned {wrong} in case {case.id}; check_module "
+                        f"accepts torch.nn's result form: a tuple {want} of tensors, the output a "
+                        "PackedSequence when the input is one")
 
     try:
         leaves = rnn_leaves(actual, expected)
@@ -173,7 +274,7 @@ def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=N
         result.error = str(exc)
         return result
     for name, a, e in leaves:
-        _compare(result, name, a, e, atol, rtol)
+        _compare(result, name, a, e, atol, rtol, dtype, device)
     if not result.passed:
         return result  # gradients of wrong outputs would only repeat the same failure
 
@@ -195,7 +296,7 @@ def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=N
     for i, g_m, g_r in zip(keep, grads_m, grads_r):
         g_r = torch.zeros_like(wrt_r[i]) if g_r is None else g_r
         scale = max(1.0, g_r.abs().max().item())
-        _compare(result, f"grad {grad_names[i]}", g_m, g_r, atol * scale, rtol)
+        _compare(result, f"grad {grad_names[i]}", g_m, g_r, atol * scale, rtol, dtype, device)
     return result
 
 
@@ -206,21 +307,31 @@ def check_module(factory, *, dtype=torch.float64, device="cpu", cases=None, quic
     factory: called like torch.nn.RNN / torch.nn.LSTM, `factory(input_size, hidden_size, **kwargs)`
         (torch.nn.LSTM, fastrnn.LSTM, functools.partial(fastrnn.RNN, backend="triton"), a user class).
     dtype, device: what the module runs in (the reference always runs float64 on CPU).
-    cases: None (the whole battery, or about half with quick=True), a list of `Case`, or a
-        substring / list of substrings of case ids ('packed', 'LSTM-T1').
-    atol, rtol: override `tolerances(dtype, T * num_layers)`; gradient atol scales with the
-        gradient's largest value.
-    kind: 'RNN' or 'LSTM' when the factory's product does not say (see `module_kind`).
+        dtype: float64, float32, float16 or bfloat16 (the ones `tolerances` knows).
+    cases: None (the whole battery, or about half with quick=True), a `Case`, a substring of case
+        ids ('packed', 'LSTM-T1'), or a non-empty list of those; every substring must match.
+    atol, rtol: override `tolerances(dtype, T * num_layers)` (finite, >= 0); gradient atol scales
+        with the gradient's largest value.
+    kind: 'RNN' or 'LSTM' when the factory's product does not say (see `module_kind`); when it
+        does, the two must agree.
 
     Returns a Report (per case: max abs and rel error, pass or fail); raises AssertionError listing
-    every failing case and what differed unless raise_on_failure=False.
+    every failing case and what differed unless raise_on_failure=False. Raises TypeError or
+    ValueError, saying what is accepted, for arguments it cannot use (a selection of no case, a
+    factory that builds no nn.Module, a result not in torch.nn's form, an unknown dtype or device).
     """
-    kind = kind or module_kind(factory)
+    _check_options(dtype, device, seed, atol, rtol)
+    for flag, value in (("quick", quick), ("raise_on_failure", raise_on_failure)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+    kind = _resolve_kind(factory, kind)  # builds one module: a factory that builds none fails here
     selected = select_cases(kind, cases, quick)
     wrong = [c.id for c in selected if c.is_lstm != (kind == "LSTM")]
     if wrong:
         raise ValueError(f"cases {wrong} do not fit a {kind} factory")
-    label = name or getattr(factory, "__qualname__", None) or repr(factory)
+    label = name or _label(factory)
     report = Report(label, kind, dtype, str(device))
     for i, case in enumerate(selected):
         report.results.append(run_case(factory, case, dtype=dtype, device=device, seed=seed + i,

@@ -7,7 +7,18 @@ PackedSequence with unsorted lengths, a given or default hx, T = 1, B = 1, dropo
 """
 from dataclasses import dataclass, replace
 
-__all__ = ["Case", "default_cases", "select_cases"]
+__all__ = ["Case", "default_cases", "select_cases", "check_kind"]
+
+KINDS = ("RNN", "LSTM")
+MODES = ("RNN_TANH", "RNN_RELU", "LSTM")
+FORMS = ("batched", "unbatched", "packed")
+
+
+def check_kind(kind):
+    """Raise ValueError unless `kind` is 'RNN' or 'LSTM' (the cells the battery knows)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'RNN' or 'LSTM' (the battery checks torch.nn.RNN and torch.nn.LSTM "
+                         f"look-alikes), got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,31 @@ class Case:
         parts += ["hx"] if self.hx else []
         return "-".join(parts)
 
+    def __post_init__(self):
+        """A case the battery cannot run as its id says is a ValueError here, not a confusing
+        failure (or a silent pass) later."""
+        if self.mode not in MODES:
+            raise ValueError(f"Case mode must be one of {MODES}, got {self.mode!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"Case form must be one of {FORMS}, got {self.form!r}")
+        for field in ("T", "B", "input_size", "hidden_size", "num_layers"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Case {field} must be an int >= 1, got {value!r}")
+        if self.form == "unbatched" and self.B != 1:
+            raise ValueError(f"an unbatched Case has one sequence: B must be 1, got {self.B}")
+        if isinstance(self.proj_size, bool) or not isinstance(self.proj_size, int) or self.proj_size < 0:
+            raise ValueError(f"Case proj_size must be an int >= 0, got {self.proj_size!r}")
+        if self.proj_size and not (self.is_lstm and self.proj_size < self.hidden_size):
+            raise ValueError(f"proj_size={self.proj_size} needs mode 'LSTM' and proj_size < hidden_size "
+                             f"({self.hidden_size}), as in torch.nn.LSTM")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0 <= self.dropout <= 1:
+            raise ValueError(f"Case dropout must be a number in [0, 1], got {self.dropout!r}")
+        for field in ("bias", "batch_first", "bidirectional", "hx"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"Case {field} must be True or False, got {getattr(self, field)!r}")
+
     def module_kwargs(self):
         """Keyword arguments for torch.nn.RNN / torch.nn.LSTM (after input_size, hidden_size)."""
         kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
@@ -97,23 +133,45 @@ def _variants(mode):
 
 def default_cases(kind, quick=False):
     """The battery for kind 'RNN' (tanh and relu) or 'LSTM'; `quick` keeps about half of it."""
+    check_kind(kind)
     modes = ("LSTM",) if kind == "LSTM" else ("RNN_TANH", "RNN_RELU")
     return [case for mode in modes for case, in_quick in _variants(mode) if in_quick or not quick]
 
 
+_ACCEPTED = ("cases must be None (the whole battery), a Case, a substring of case ids ('packed', "
+             "'LSTM-T1'), or a non-empty list of those")
+
+
 def select_cases(kind, cases=None, quick=False):
-    """Resolve the `cases` argument of check_module: None (the default battery), a list of Case,
-    or a substring / list of substrings that case ids must contain."""
+    """Resolve the `cases` argument of check_module: None (the default battery), a Case, a
+    substring that case ids must contain, or a list mixing those. Raises ValueError for a
+    selection that is empty or has a substring no case id contains (a check that runs nothing
+    must not pass), TypeError for anything else."""
+    check_kind(kind)
     if cases is None:
         return default_cases(kind, quick)
-    if isinstance(cases, str):
+    if isinstance(cases, (str, Case)):
         cases = [cases]
-    cases = list(cases)
-    if all(isinstance(c, Case) for c in cases):
-        return cases
-    if all(isinstance(c, str) for c in cases):
-        chosen = [c for c in default_cases(kind, quick) if any(s in c.id for s in cases)]
-        if not chosen:
-            raise ValueError(f"no {kind} case id contains any of {cases}")
-        return chosen
-    raise TypeError("cases must be None, a list of Case, or a string / list of strings")
+    elif isinstance(cases, (list, tuple)):
+        cases = list(cases)
+    else:
+        raise TypeError(f"{_ACCEPTED}; got {type(cases).__name__} {cases!r}")
+    if not cases:
+        raise ValueError(f"cases is empty, so the check would run nothing; {_ACCEPTED}")
+    strange = [c for c in cases if not isinstance(c, (str, Case))]
+    if strange:
+        raise TypeError(f"{_ACCEPTED}; got {type(strange[0]).__name__} {strange[0]!r} in the list")
+    if "" in cases:
+        raise ValueError(f"an empty substring matches every case id; {_ACCEPTED}")
+    battery = default_cases(kind, quick)
+    chosen, unmatched = [], []
+    for c in cases:
+        found = [c] if isinstance(c, Case) else [b for b in battery if c in b.id]
+        if not found:
+            unmatched.append(c)
+        chosen += [f for f in found if f not in chosen]
+    if unmatched:
+        which = "the quick battery's" if quick else "the battery's"
+        raise ValueError(f"no {kind} case id of {which} contains {unmatched!r}; ids look like "
+                         f"{battery[-1].id!r} (see default_cases({kind!r}))")
+    return chosen

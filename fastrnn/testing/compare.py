@@ -1,5 +1,7 @@
 """Tolerances and the one comparison helper every test and the oracle use."""
 import math
+import numbers
+import operator
 
 import torch
 
@@ -12,14 +14,45 @@ _BASE = {
 }
 
 
+def _dtype_names():
+    return ", ".join(str(d).replace("torch.", "") for d in _BASE)
+
+
+def check_dtype(dtype):
+    """Raise TypeError / ValueError unless `dtype` is one the table has tolerances for."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (one of {_dtype_names()}), got {dtype!r}")
+    if dtype not in _BASE:
+        raise ValueError(f"no tolerances for {dtype}: the table knows {_dtype_names()} "
+                         "(for another dtype pass atol and rtol explicitly)")
+
+
+def check_tolerance(name, value):
+    """Raise TypeError / ValueError unless `value` is None or a finite number >= 0: a negative
+    tolerance fails equal tensors, an infinite or NaN one passes anything."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0 (or None for the table's), got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 (or None for the table's), got {value!r}")
+
+
 def tolerances(dtype, T=1):
     """(atol, rtol) for comparing a `dtype` result against the float64 reference after T steps.
 
     Rounding errors of a contracting recurrence add up roughly like a random walk, so the bound
     grows with sqrt(T); it stays far below the O(0.1) errors a swapped gate or missing bias makes.
     """
+    check_dtype(dtype)
+    try:
+        T = operator.index(T)
+    except TypeError:
+        raise TypeError(f"T (the number of recurrent steps) must be an integer, got {T!r}") from None
+    if T < 0:
+        raise ValueError(f"T (the number of recurrent steps) must be >= 0, got {T}")
     atol, rtol = _BASE[dtype]
-    grow = math.sqrt(max(int(T), 1))
+    grow = math.sqrt(max(T, 1))
     return atol * grow, rtol * grow
 
 
@@ -37,6 +70,8 @@ def assert_close(actual, expected, *, name="output", atol=None, rtol=None, dtype
                              f"expected={type(expected).__name__})")
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+    check_tolerance("atol", atol)
+    check_tolerance("rtol", rtol)
     if atol is None or rtol is None:
         a, r = tolerances(dtype or actual.dtype, T)
         atol = a if atol is None else atol

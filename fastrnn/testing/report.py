@@ -42,7 +42,9 @@ class CaseResult:
 
     @property
     def passed(self):
-        return not self.error and all(t.passed for t in self.tensors)
+        """No error, and at least one tensor compared and every one equal: a case that compared
+        nothing proves nothing."""
+        return not self.error and bool(self.tensors) and all(t.passed for t in self.tensors)
 
     @property
     def max_abs(self):
@@ -55,6 +57,8 @@ class CaseResult:
     @property
     def failures(self):
         """Messages of everything that failed, first difference first."""
+        if not self.error and not self.tensors:
+            return ["nothing was compared"]
         return ([self.error] if self.error else []) + [t.message for t in self.tensors if not t.passed]
 
 
@@ -69,7 +73,8 @@ class Report:
 
     @property
     def passed(self):
-        return all(r.passed for r in self.results)
+        """At least one case ran and every case passed: a battery that ran nothing proves nothing."""
+        return bool(self.results) and all(r.passed for r in self.results)
 
     @property
     def failed(self):
@@ -95,8 +100,10 @@ class Report:
 
     def failure_message(self):
         """The AssertionError text: how many cases failed and, per case, what differed."""
-        lines = [f"{self.name}: {len(self.failed)}/{len(self.results)} cases failed "
-                 f"({str(self.dtype).replace('torch.', '')}, {self.device})"]
+        where = f"({str(self.dtype).replace('torch.', '')}, {self.device})"
+        if not self.results:
+            return f"{self.name}: no case ran {where}, so nothing was checked"
+        lines = [f"{self.name}: {len(self.failed)}/{len(self.results)} cases failed {where}"]
         # Cases that failed the same way (a backend that cannot run at all) are listed once.
         groups = {}
         for r in self.failed:

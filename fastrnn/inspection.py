@@ -13,6 +13,7 @@ Triton's dynamic shared memory (`metadata.shared`). A kernel FAILs if it spills 
 dynamic shared memory exceeds the architecture's per-block limit; the command then exits with 1.
 Compiles run in fresh processes (see `run_jobs`); Triton caches them, so a rerun takes seconds.
 """
+import argparse
 import contextlib
 import importlib
 import importlib.util
@@ -29,6 +30,8 @@ from collections import namedtuple
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+
+from .bench import _checked, _positive_int, _unwritable
 
 ARCHS = (80, 90)
 # Max shared memory per block with the opt-in Triton uses: A100 163 KiB, H100 227 KiB.
@@ -286,19 +289,45 @@ def add_arguments(parser):
                         help="only this dtype (repeatable)")
     parser.add_argument("--cell", action="append", choices=CELLS, dest="cells",
                         help="only this cell (repeatable)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                         help="compile processes (default: min(2, CPUs))")
     parser.add_argument("--json", metavar="PATH", help="also save every kernel's resources as JSON")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", type=_override,
                         help="replace a launch config key everywhere, to try a heuristic before changing "
                              "kernels/config.py, e.g. num_warps=8 (repeatable)")
+    # _main reports misuse that only shows once options meet the grid the way argparse does
+    parser.set_defaults(usage_error=parser.error)
+
+
+def _power_of_two(v):
+    return v >= 1 and v & (v - 1) == 0
+
+
+def _override_values():
+    """kernels/config.py's KEYS -> argparse type of a value a GPU launch can take. Tiles go through
+    tl.arange (a power of two); Triton asserts num_warps is a power of two, and CUDA allows 1024
+    threads (32 warps) per block; PRECISION is one of the input precisions Triton's tl.dot knows."""
+    from triton.backends.nvidia.compiler import CUDAOptions
+    precisions = CUDAOptions.allowed_dot_input_precisions
+    tile = _checked(int, _power_of_two, "a power of two")
+    flag = _checked({"True": True, "False": False}.get, lambda v: True, "True or False")
+    return dict(BLOCK_B=tile, BLOCK_H=tile, BLOCK_K=tile, W_RESIDENT=flag, DOT_FP32=flag,
+                num_warps=_checked(int, lambda v: _power_of_two(v) and v <= 32, "a power of two up to 32"),
+                PRECISION=_checked(str, lambda v: v in precisions, f"one of {', '.join(precisions)}"))
 
 
 def _override(text):
-    key, _, value = text.partition("=")
-    if value in ("True", "False"):
-        return key, value == "True"
-    return key, int(value) if value.lstrip("-").isdigit() else value
+    """argparse type of --override: 'KEY=VALUE' -> (key, value), KEY one of kernels/config.py's KEYS."""
+    from .kernels.config import KEYS
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key not in KEYS:
+        raise argparse.ArgumentTypeError(f"unknown launch config key {key!r}; known: {', '.join(KEYS)}")
+    try:
+        return key, _override_values()[key](value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
 
 
 def main(args):
@@ -309,11 +338,22 @@ def main(args):
 
 
 def _main(args):
+    fail = args.usage_error  # prints usage and one error line, exits 2
+    why = args.json and _unwritable(args.json)
+    if why:  # before minutes of compiling, not after
+        fail(f"--json {args.json}: {why}")
     start = time.perf_counter()
     dtypes = args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)
+    archs = tuple(args.archs or ARCHS)
     cases = grid(args.quick, args.flags, tuple(dtypes), tuple(args.cells or CELLS))
-    jobs = plan(cases, tuple(args.archs or ARCHS), dict(args.override) or None)
-    print(f"{len(cases)} launches x {len(args.archs or ARCHS)} archs -> {len(jobs)} distinct kernels "
+    override = dict(args.override)
+    try:
+        jobs = plan(cases, archs, override or None)
+    except ValueError as exc:  # launch_config: the override contradicts a launch of the grid
+        if not override:
+            raise
+        fail(f"--override {' '.join(f'{k}={v}' for k, v in override.items())}: {exc}")
+    print(f"{len(cases)} launches x {len(archs)} archs -> {len(jobs)} distinct kernels "
           f"({time.perf_counter() - start:.1f} s to enumerate); compiling with {args.jobs} process(es)",
           flush=True)
     keys = list(jobs)

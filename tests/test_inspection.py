@@ -150,3 +150,87 @@ def test_override_tries_a_heuristic():
     assert dict(job[6])["num_warps"] == 8 and _constexprs(job)["BLOCK_K"] == 32
     with pytest.raises(ValueError, match="unknown launch config keys"):
         inspection.specialize(_case(), 80, override={"BLOCK_Q": 8})
+
+
+def test_override_knows_every_launch_config_key():
+    from fastrnn.kernels.config import KEYS
+    assert set(inspection._override_values()) == set(KEYS)
+    assert inspection._override("BLOCK_K=32") == ("BLOCK_K", 32)
+    assert inspection._override("DOT_FP32=True") == ("DOT_FP32", True)
+
+
+# --- misuse: exit 2 with argparse's usage and one error line, before any compile ----------------
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Misuse must be reported before the first kernel is compiled."""
+    def run_jobs(jobs, processes):
+        raise AssertionError("inspect compiled kernels before reporting the misuse")
+    monkeypatch.setattr(inspection, "run_jobs", run_jobs)
+
+
+def usage_error(capsys, *argv):
+    """The error line of `python -m fastrnn inspect ARGV`, which must exit 2 the way argparse does."""
+    from fastrnn.__main__ import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("usage: python -m fastrnn inspect")
+    lines = err.rstrip("\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:]
+    prefix = "python -m fastrnn inspect: error: "
+    assert lines[-1].startswith(prefix), lines[-1]
+    return lines[-1][len(prefix):]
+
+
+SMALL = ["--quick", "--cell", "elman", "--dtype", "fp32", "--arch", "90"]
+OVERRIDE = "argument --override: "
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "argument --jobs: expected a positive integer, got '0'"),
+    (["--jobs", "-2"], "argument --jobs: expected a positive integer, got '-2'"),
+    (["--jobs", "two"], "argument --jobs: expected a positive integer, got 'two'"),
+    (["--override", "foo"], OVERRIDE + "expected KEY=VALUE, got 'foo'"),
+    (["--override", "BLOCK_Q=8"], OVERRIDE + "unknown launch config key 'BLOCK_Q'; known: BLOCK_B, BLOCK_H, "
+                                             "BLOCK_K, W_RESIDENT, num_warps, DOT_FP32, PRECISION"),
+    (["--override", "=8"], OVERRIDE + "unknown launch config key ''"),
+    (["--override", "num_warps=abc"], OVERRIDE + "num_warps: expected a power of two up to 32, got 'abc'"),
+    (["--override", "num_warps=3"], OVERRIDE + "num_warps: expected a power of two up to 32, got '3'"),
+    (["--override", "num_warps=0"], OVERRIDE + "num_warps: expected a power of two up to 32, got '0'"),
+    (["--override", "num_warps=64"], OVERRIDE + "num_warps: expected a power of two up to 32, got '64'"),
+    (["--override", "num_warps="], OVERRIDE + "num_warps: expected a power of two up to 32, got ''"),
+    (["--override", "BLOCK_K=0"], OVERRIDE + "BLOCK_K: expected a power of two, got '0'"),
+    (["--override", "BLOCK_H=-16"], OVERRIDE + "BLOCK_H: expected a power of two, got '-16'"),
+    (["--override", "BLOCK_B=24"], OVERRIDE + "BLOCK_B: expected a power of two, got '24'"),
+    (["--override", "BLOCK_B=True"], OVERRIDE + "BLOCK_B: expected a power of two, got 'True'"),
+    (["--override", "W_RESIDENT=1"], OVERRIDE + "W_RESIDENT: expected True or False, got '1'"),
+    (["--override", "DOT_FP32=yes"], OVERRIDE + "DOT_FP32: expected True or False, got 'yes'"),
+    (["--override", "PRECISION=fp64"], OVERRIDE + "PRECISION: expected one of "),
+    (["--arch", "70"], "argument --arch: invalid choice: 70"),
+    (["--arch", "sm_90"], "argument --arch: invalid int value: 'sm_90'"),
+    (["--flags", "some"], "argument --flags: invalid choice: 'some'"),
+    (["--dtype", "fp64"], "argument --dtype: invalid choice: 'fp64'"),
+    (["--cell", "gru"], "argument --cell: invalid choice: 'gru'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_rejects_bad_option(capsys, no_compile, argv, message):
+    assert usage_error(capsys, *SMALL, *argv).startswith(message)
+
+
+@pytest.mark.parametrize("override", [["W_RESIDENT=True"], ["BLOCK_H=16"], ["BLOCK_K=16", "num_warps=8"]])
+def test_cli_rejects_an_override_the_grid_cannot_launch(capsys, no_compile, override):
+    """W_RESIDENT needs all of W_hh in one tile; H = 64 is past BLOCK_H = 16 and R = 32 past BLOCK_K = 16
+    (Elman at H = 32 gets a resident W_hh: its config sets BLOCK_H = BLOCK_K = 32)."""
+    argv = [a for o in override for a in ("--override", o)]
+    message = usage_error(capsys, *SMALL, *argv)
+    assert message.startswith(f"--override {' '.join(override)}: W_RESIDENT needs H <= BLOCK_H and R <= BLOCK_K")
+
+
+def test_cli_rejects_an_unwritable_json_path_before_compiling(tmp_path, monkeypatch, capsys, no_compile):
+    monkeypatch.setattr(inspection, "plan", lambda *a, **k: pytest.fail("enumerated before the path check"))
+    assert usage_error(capsys, *SMALL, "--json", str(tmp_path)) == f"--json {tmp_path}: is a directory"
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "out.json"  # its parent is a file
+    assert usage_error(capsys, *SMALL, "--json", str(bad)).startswith(f"--json {bad}: cannot create {bad.parent}: ")
+

@@ -16,6 +16,7 @@ import time
 import warnings
 
 from . import inspection as ins
+from .bench import _positive_int
 
 # (num_warps, BLOCK_K, BLOCK_H); BLOCK_H None keeps the cell's default. The first is the base.
 CANDIDATES = [(4, 16, None), (8, 16, None), (4, 32, None), (8, 32, None), (2, 16, 16), (4, 16, 16),
@@ -67,7 +68,7 @@ def first_clean(cases, archs=ins.ARCHS, processes=2):
 def add_arguments(parser):
     parser.add_argument("--cell", action="append", choices=ins.CELLS, dest="cells",
                         help="only this cell (repeatable)")
-    parser.add_argument("--jobs", type=int, default=2, help="compile processes (default: 2)")
+    parser.add_argument("--jobs", type=_positive_int, default=2, help="compile processes (default: 2)")
 
 
 def main(args):

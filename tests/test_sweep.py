@@ -59,3 +59,29 @@ def test_a_kind_with_no_clean_setting_fails_the_run(monkeypatch, capsys):
 @pytest.mark.parametrize("candidate", sweep.CANDIDATES)
 def test_candidates_are_launch_settings(candidate):
     assert set(sweep.override(candidate)) <= {"num_warps", "BLOCK_K", "BLOCK_H"}
+
+
+# --- misuse: exit 2 with argparse's usage and one error line, before any compile ----------------
+@pytest.fixture
+def no_compile(monkeypatch):
+    def run_jobs(jobs, processes):
+        raise AssertionError("sweep compiled kernels before reporting the misuse")
+    monkeypatch.setattr(inspection, "run_jobs", run_jobs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "argument --jobs: expected a positive integer, got '0'"),
+    (["--jobs", "-1"], "argument --jobs: expected a positive integer, got '-1'"),
+    (["--jobs", "2.5"], "argument --jobs: expected a positive integer, got '2.5'"),
+    (["--cell", "gru"], "argument --cell: invalid choice: 'gru'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_rejects_bad_option(capsys, no_compile, argv, message):
+    from fastrnn.__main__ import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--cell", "elman", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("usage: python -m fastrnn sweep")
+    lines = err.rstrip("\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:]
+    assert lines[-1].startswith(f"python -m fastrnn sweep: error: {message}"), lines[-1]

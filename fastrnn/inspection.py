@@ -343,9 +343,10 @@ def _main(args):
     if why:  # before minutes of compiling, not after
         fail(f"--json {args.json}: {why}")
     start = time.perf_counter()
-    dtypes = args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)
-    archs = tuple(args.archs or ARCHS)
-    cases = grid(args.quick, args.flags, tuple(dtypes), tuple(args.cells or CELLS))
+    # a repeated --dtype, --cell or --arch names it once (else its launches would count twice)
+    dtypes = tuple(dict.fromkeys(args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)))
+    archs = tuple(dict.fromkeys(args.archs or ARCHS))
+    cases = grid(args.quick, args.flags, dtypes, tuple(dict.fromkeys(args.cells or CELLS)))
     override = dict(args.override)
     try:
         jobs = plan(cases, archs, override or None)

@@ -75,7 +75,8 @@ def main(args):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")
         start, lines, unsolved = time.perf_counter(), [], 0
-        for key, cases in kinds(tuple(args.cells or ins.CELLS)):
+        # a repeated --cell sweeps its kinds once (else their TUNED lines would print twice)
+        for key, cases in kinds(tuple(dict.fromkeys(args.cells or ins.CELLS))):
             found, compiles = first_clean(cases, processes=args.jobs)
             verdict = "none clean" if found is None else ("base" if found == 0 else str(override(CANDIDATES[found])))
             print(f"{key}: {verdict} ({compiles} compiles)", flush=True)

@@ -234,3 +234,23 @@ def test_cli_rejects_an_unwritable_json_path_before_compiling(tmp_path, monkeypa
     bad = tmp_path / "file" / "out.json"  # its parent is a file
     assert usage_error(capsys, *SMALL, "--json", str(bad)).startswith(f"--json {bad}: cannot create {bad.parent}: ")
 
+
+
+def test_cli_valid_options_reach_the_compile(tmp_path, monkeypatch, capsys):
+    """A repeated --arch/--cell/--dtype counts once; overrides reach every compile job."""
+    seen = []
+
+    def run_jobs(jobs, processes):
+        seen.append((jobs, processes))
+        return [dict(ok=True, regs=64, spills=0, shared=0) for _ in jobs]
+
+    monkeypatch.setattr(inspection, "run_jobs", run_jobs)
+    from fastrnn.__main__ import main
+    out = tmp_path / "new" / "out.json"  # a missing directory is created
+    assert main(["inspect", *SMALL, "--arch", "90", "--cell", "elman", "--dtype", "fp32", "--jobs", "1",
+                 "--override", "num_warps=8", "--override", "W_RESIDENT=False", "--json", str(out)]) == 0
+    (jobs, processes), = seen
+    assert processes == 1 and {dict(job[6])["num_warps"] for job in jobs} == {8}
+    assert {job[2] for job in jobs} == {90}
+    assert "16 launches x 1 archs" in capsys.readouterr().out
+    assert sum(r["launches"] for r in json.loads(out.read_text())["kernels"]) == 16

@@ -85,3 +85,11 @@ def test_cli_rejects_bad_option(capsys, no_compile, argv, message):
     lines = err.rstrip("\n").splitlines()
     assert [line for line in lines if "error:" in line] == lines[-1:]
     assert lines[-1].startswith(f"python -m fastrnn sweep: error: {message}"), lines[-1]
+
+
+def test_a_repeated_cell_is_swept_once(monkeypatch, capsys):
+    monkeypatch.setattr(inspection, "run_jobs", lambda jobs, processes: [dict(ok=True) for _ in jobs])
+    from fastrnn.__main__ import main
+    assert main(["sweep", "--cell", "elman", "--cell", "elman", "--jobs", "1"]) == 0
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("('elman'")]
+    assert len(verdicts) == len(set(verdicts)) == len(sweep.kinds(("elman",)))

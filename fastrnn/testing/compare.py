@@ -38,11 +38,24 @@ def check_tolerance(name, value):
         raise ValueError(f"{name} must be a finite number >= 0 (or None for the table's), got {value!r}")
 
 
+# `tolerances` stops growing at this many steps (4x the one-step table). Measured against the
+# float64 reference at T = 1..512 (B = 4..16, H = 32..64; the triton kernels, torch.nn on CPU and
+# the reference run in the dtype): outputs and final states never needed more than 0.26x the
+# one-step table at any T, because a contracting recurrence forgets old rounding; parameter
+# gradients, sums over T*B steps, needed up to 0.35x on the kernels and 2.6x at T=512 on the CPU
+# paths that accumulate them in fp16/bf16. Uncapped, bf16 at T=512 allowed 0.36 on values bounded
+# by 1, which passes a swapped gate (tests/test_testing_tolerances.py). The margin left is thin in
+# bf16: an i/f gate swap at T=512 measured 3.5-6x the one-step table at H = 32..64 over 8 seeds,
+# so at those sizes some seeds stay inside the 4x bound; fp16 measured 22-83x (H = 16..128).
+GROWTH_CAP = 16
+
+
 def tolerances(dtype, T=1):
     """(atol, rtol) for comparing a `dtype` result against the float64 reference after T steps.
 
-    Rounding errors of a contracting recurrence add up roughly like a random walk, so the bound
-    grows with sqrt(T); it stays far below the O(0.1) errors a swapped gate or missing bias makes.
+    Rounding errors of a contracting recurrence add up roughly like a random walk over the first
+    steps and then stop adding up, so the bound grows with sqrt(T) up to T = GROWTH_CAP and stays
+    there, below the O(0.1) errors a swapped gate or a missing bias makes at any T.
     """
     check_dtype(dtype)
     try:
@@ -52,7 +65,7 @@ def tolerances(dtype, T=1):
     if T < 0:
         raise ValueError(f"T (the number of recurrent steps) must be >= 0, got {T}")
     atol, rtol = _BASE[dtype]
-    grow = math.sqrt(max(T, 1))
+    grow = math.sqrt(min(max(T, 1), GROWTH_CAP))
     return atol * grow, rtol * grow
 
 

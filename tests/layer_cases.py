@@ -1,10 +1,28 @@
 """Shared by the kernel tests: random layer arguments and a comparison against the reference."""
+import contextlib
+
 import torch
 
 from fastrnn import reference
-from fastrnn.testing import assert_close
+from fastrnn.testing import assert_close, tolerances
 
 SMALL_TILES = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=False)
+
+
+@contextlib.contextmanager
+def uninitialized_memory_is_nan():
+    """Inside, torch.empty and the like return NaN (torch's fill_uninitialized_memory, which acts
+    under deterministic algorithms): a sentinel in every buffer a launcher allocates, so an element
+    a kernel forgot to store shows as NaN instead of passing on whatever the memory held."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.utils.deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]
 
 
 def case_id(cell, T, B, H, dtype, **flags):
@@ -68,7 +86,6 @@ def _compare(actual, expected, leaves, leaves64, leaf_names, dtype, T):
 
 
 def _grad_tol(dtype, T, e):
-    from fastrnn.testing import tolerances
     atol, rtol = tolerances(dtype, T)
     return atol * max(1.0, e.abs().max().item()), rtol
 

@@ -1,13 +1,25 @@
 """kernels/elman.py through fastrnn.fused.elman_layer, against the float64 reference (interpreter on CPU)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fastrnn import fused
+from fastrnn import fused, reference
+from fastrnn.kernels.elman import elman_fwd
+from fastrnn.testing import assert_close
 
 from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
+from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]
+
+
+@pytest.fixture(autouse=True)
+def _nan_sentinel():
+    """Every buffer the launchers allocate (outputs, state, gradients) starts as NaN, so a store a
+    kernel forgot fails the comparison with the reference."""
+    with nan_sentinel():
+        yield
 
 CASES = [
     # (T, B, I, H, nonlinearity, dtype, reverse, lengths, config)
@@ -69,6 +81,35 @@ def test_weight_residency_paths_agree(resident):
     check_layer(fused.elman_layer, "elman", args, F32, config=config, nonlinearity="tanh")
 
 
+SENTINEL = [
+    # (T, B, I, H, nonlinearity, D, lengths, config)
+    (3, 20, 4, 40, "tanh", 1, None, SMALL_TILES),  # three hidden tiles, two batch tiles, streamed weights
+    (4, 20, 6, 40, "relu", 2, [4, 1, 3, 2] * 5, SMALL_TILES),  # both directions, padded steps
+    (5, 3, 4, 7, "tanh", 2, MIXED, None),  # the default launch settings
+]
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,nonlinearity,D,lengths,config", SENTINEL,
+    ids=[case_id("elman", c[0], c[1], c[3], F32, relu=c[4] == "relu", bi=c[5] == 2, len=c[6] is not None,
+                 tiles=c[7] is not None) for c in SENTINEL])
+def test_outputs_are_fully_written(T, B, I, H, nonlinearity, D, lengths, config):
+    """The launcher's `out` starts as NaN: every element must be stored, with the reference's value
+    (zeros at padded steps); h_n comes from a NaN-filled buffer too."""
+    per_dir = [[a.detach() for a in layer_args("elman", T, B, I, H, seed=d)] for d in range(D)]
+    x = per_dir[0][0]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    xg = [F.linear(x, a[2], a[4] + a[5]).float() for a in per_dir]
+    h0 = torch.stack([a[1] for a in per_dir]).float()
+    out = torch.full((T, B, D * H), float("nan"))
+    h_n = elman_fwd(xg, [a[3].float() for a in per_dir], h0, None if lengths is None else lengths.int(), out,
+                    reverse=False, relu=nonlinearity == "relu", config=config)
+    ref = [reference.elman_layer(x, *a[1:], nonlinearity=nonlinearity, reverse=d == 1, lengths=lengths)
+           for d, a in enumerate(per_dir)]
+    assert_close(out, torch.cat([r[0] for r in ref], dim=-1), name="out", dtype=F32, T=T)
+    assert_close(h_n, torch.stack([r[1] for r in ref]), name="h_n", dtype=F32, T=T)
+
+
 def test_tanh_saturates_without_nan():
     T, B, H = 50, 2, 4
     x = torch.linspace(-1, 1, T * B).reshape(T, B, 1)
@@ -87,5 +128,6 @@ def test_unknown_nonlinearity():
 def test_double_backward_points_to_reference():
     x, h0, *w = [a.detach().float().requires_grad_() for a in layer_args("elman", 2, 2, 3, 5)]
     out, h_n = fused.elman_layer(x, h0, *w)
+    (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # allowed: torch.func.grad asks for it
     with pytest.raises(RuntimeError, match="backend='reference'"):
-        torch.autograd.grad(out.sum(), x, create_graph=True)
+        torch.autograd.grad(gx.pow(2).sum(), x)  # the second derivative is what raises

@@ -1,14 +1,26 @@
 """kernels/lstm.py through fastrnn.fused.lstm_layer, against the float64 reference (interpreter on CPU)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fastrnn import fused
+from fastrnn import fused, reference
 from fastrnn.kernels.config import KEYS, TUNED, launch_config
+from fastrnn.kernels.lstm import lstm_fwd
+from fastrnn.testing import assert_close
 
 from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
+from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]  # unsorted, one sequence of length 1, one of full length
+
+
+@pytest.fixture(autouse=True)
+def _nan_sentinel():
+    """Every buffer the launchers allocate (outputs, state, saved activations, gradients) starts
+    as NaN, so a store a kernel forgot fails the comparison with the reference."""
+    with nan_sentinel():
+        yield
 
 CASES = [
     # (T, B, I, H, P, dtype, reverse, lengths, config)
@@ -105,13 +117,40 @@ def test_inference_path_without_saved_activations():
         check_layer(fused.lstm_layer, "lstm", args, F32, grads=False, lengths=MIXED, reverse=True)
 
 
-def test_outputs_are_fully_written():
-    """Outputs come from torch.empty; a tile the kernel forgot would show as garbage or NaN."""
-    torch.manual_seed(0)
-    x, h0, c0, *w = [a.detach().float() if a is not None else None for a in layer_args("lstm", 3, 20, 4, 40)]
-    out, h_n, c_n = fused.lstm_layer(x, h0, c0, *w, config=SMALL_TILES)
-    for t in (out, h_n, c_n):
-        assert torch.isfinite(t).all()
+SENTINEL = [
+    # (T, B, I, H, P, D, lengths, config)
+    (3, 20, 4, 40, 0, 1, None, SMALL_TILES),  # three hidden tiles, two batch tiles, streamed weights
+    (4, 20, 6, 40, 24, 2, [4, 1, 3, 2] * 5, SMALL_TILES),  # both directions, projection, padded steps
+    (5, 3, 4, 7, 0, 2, MIXED, None),  # the default launch settings
+]
+
+
+@pytest.mark.parametrize(
+    "T,B,I,H,P,D,lengths,config", SENTINEL,
+    ids=[case_id("lstm", c[0], c[1], c[3], F32, P=c[4], bi=c[5] == 2, len=c[6] is not None,
+                 tiles=c[7] is not None) for c in SENTINEL])
+def test_outputs_are_fully_written(T, B, I, H, P, D, lengths, config):
+    """The launcher's `out` starts as NaN: every element must be stored, with the reference's value
+    (zeros at padded steps); h_n, c_n and the saved activations come from NaN-filled buffers too."""
+    R = P or H
+    per_dir = [[None if a is None else a.detach() for a in layer_args("lstm", T, B, I, H, P, seed=d)]
+               for d in range(D)]
+    x = per_dir[0][0]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    xg = [F.linear(x, a[3], a[5] + a[6]).float() for a in per_dir]
+    h0 = torch.stack([a[1] for a in per_dir]).float()
+    c0 = torch.stack([a[2] for a in per_dir]).float()
+    w_hh = [a[4].float() for a in per_dir]
+    w_hr = [a[7].float() for a in per_dir] if P else None
+    out = torch.full((T, B, D * R), float("nan"))
+    h_n, c_n, saved = lstm_fwd(xg, w_hh, w_hr, h0, c0, None if lengths is None else lengths.int(), out,
+                               reverse=False, save=True, config=config)
+    ref = [reference.lstm_layer(x, *a[1:], reverse=d == 1, lengths=lengths) for d, a in enumerate(per_dir)]
+    assert_close(out, torch.cat([r[0] for r in ref], dim=-1), name="out", dtype=F32, T=T)
+    assert_close(h_n, torch.stack([r[1] for r in ref]), name="h_n", dtype=F32, T=T)
+    assert_close(c_n, torch.stack([r[2] for r in ref]), name="c_n", dtype=F32, T=T)
+    for name, t in zip(["gates", "c", "m"], saved):
+        assert t is None or torch.isfinite(t).all(), f"saved {name} has elements the kernel never stored"
 
 
 def test_saturated_gates_stay_finite_and_exact():
@@ -135,8 +174,9 @@ def test_double_backward_points_to_reference():
     x, h0, c0, *w = [a.detach().float().requires_grad_() if a is not None else None
                      for a in layer_args("lstm", 2, 2, 3, 5)]
     out, h_n, c_n = fused.lstm_layer(x, h0, c0, *w)
+    (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # allowed: torch.func.grad asks for it
     with pytest.raises(RuntimeError, match="backend='reference'"):
-        torch.autograd.grad(out.sum(), x, create_graph=True)
+        torch.autograd.grad(gx.pow(2).sum(), x)  # the second derivative is what raises
 
 
 def test_rejects_float64_with_a_pointer_to_reference():

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .kernels.elman import elman_bwd, elman_fwd
 from .kernels.lstm import lstm_bwd, lstm_fwd
+from .transforms import call, first_order, transformable
 
 __all__ = ["elman", "lstm", "encode_config"]
 
@@ -56,13 +57,6 @@ def _f32(like, *shape):
 
 def _zeros_if_none(g, like):
     return torch.zeros_like(like) if g is None else g
-
-
-def _no_double_backward():
-    # backward runs with grad mode on only under create_graph=True: a second derivative is wanted
-    if torch.is_grad_enabled():
-        raise RuntimeError("fastrnn's triton backend has no double backward (its backward is a fused "
-                           "kernel); use backend='reference' for higher-order gradients")
 
 
 def _dirs(a, b):
@@ -158,8 +152,8 @@ def _elman_setup(ctx, inputs, output):
     ctx.opts = dict(reverse=reverse, relu=relu, config=config)
 
 
+@first_order("triton")
 def _elman_backward(ctx, dout, dh_n):
-    _no_double_backward()
     h0, w_hh, w_hh_rev, lengths, out = ctx.saved_tensors
     dg, dh0 = elman_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), out, w_hh, w_hh_rev,
                            lengths, **ctx.opts)
@@ -226,8 +220,8 @@ def _lstm_setup(ctx, inputs, output):
     ctx.opts = dict(reverse=reverse, config=config)
 
 
+@first_order("triton")
 def _lstm_backward(ctx, dout, dh_n, dc_n, *_saved_grads):
-    _no_double_backward()
     h0, c0, w_hh, w_hh_rev, w_hr, w_hr_rev, lengths, out, gates, cs, m = ctx.saved_tensors
     dg, dh0, dc0, dhs = lstm_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0),
                                     _zeros_if_none(dc_n, c0), w_hh, w_hh_rev, w_hr, w_hr_rev, c0,
@@ -244,17 +238,21 @@ lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
 
 
 # --- the calls fastrnn.fused makes --------------------------------------------------------------
+_ELMAN = transformable(elman_fwd_op, _elman_setup, _elman_backward, "triton")
+_LSTM = transformable(lstm_fwd_op, _lstm_setup, _lstm_backward, "triton")
+
+
 def elman(xg, h0, w_hh, lengths, reverse, relu, config):
     """xg: D tensors [T, B, H], h0: [D, B, H], w_hh: D tensors [H, H], lengths: [B] int32 or None
     -> (out [T, B, D*H], h_n [D, B, H])."""
-    return elman_fwd_op(xg[0], _second(xg), h0, w_hh[0], _second(w_hh), lengths, reverse, relu,
-                        encode_config(config))
+    return call(_ELMAN, elman_fwd_op, xg[0], _second(xg), h0, w_hh[0], _second(w_hh), lengths, reverse,
+                  relu, encode_config(config))
 
 
 def lstm(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
     """xg: D tensors [T, B, 4H], h0: [D, B, R], c0: [D, B, H], w_hh: D tensors [4H, R], w_hr: D
     tensors [R, H] or None -> (out [T, B, D*R], h_n [D, B, R], c_n [D, B, H])."""
     w_hr = (None, None) if w_hr is None else (w_hr[0], _second(w_hr))
-    out, h_n, c_n, *_ = lstm_fwd_op(xg[0], _second(xg), h0, c0, w_hh[0], _second(w_hh), *w_hr,
-                                    lengths, reverse, save, encode_config(config))
+    out, h_n, c_n, *_ = call(_LSTM, lstm_fwd_op, xg[0], _second(xg), h0, c0, w_hh[0], _second(w_hh), *w_hr,
+                               lengths, reverse, save, encode_config(config))
     return out, h_n, c_n

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastrnn.testing import Case, CaseResult, Report, assert_close, check_module, run_case, tolerances
+from fastrnn.testing import Case, CaseResult, Report, assert_close, assert_rnn_close, check_module, run_case, tolerances
 from fastrnn.testing.cases import select_cases
 
 T1 = "T1-B1"  # one tiny case per mode keeps these fast
@@ -166,3 +166,18 @@ def test_tolerances_and_assert_close_check_their_arguments():
     with pytest.raises(ValueError, match="atol must be a finite number >= 0"):
         assert_close(torch.zeros(2), torch.zeros(2), atol=-1e-3)
     assert tolerances(torch.float32, torch.tensor(4)) == tolerances(torch.float32, 4)
+
+
+@pytest.mark.parametrize("nothing", [(), [], None, (None, (None, None))], ids=repr)
+def test_assert_rnn_close_that_compares_nothing_is_an_error(nothing):
+    with pytest.raises(ValueError, match="no tensor on either side, so nothing would be compared"):
+        assert_rnn_close(nothing, nothing)
+    assert_rnn_close((torch.ones(2), None), (torch.ones(2), None))  # one tensor compared: fine
+
+
+@pytest.mark.parametrize("actual, expected, side",
+                         [(3, 3, "actual is int"), (torch.ones(2), [1.0, 1.0], "expected is list")],
+                         ids=["int", "list"])
+def test_assert_close_compares_tensors_only(actual, expected, side):
+    with pytest.raises(TypeError, match=f"assert_close compares tensors .*; {side}"):
+        assert_close(actual, expected)

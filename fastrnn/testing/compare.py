@@ -81,6 +81,10 @@ def assert_close(actual, expected, *, name="output", atol=None, rtol=None, dtype
             return
         raise AssertionError(f"{name}: one side is None (actual={type(actual).__name__}, "
                              f"expected={type(expected).__name__})")
+    for side, value in (("actual", actual), ("expected", expected)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: assert_close compares tensors (or None with None); {side} is "
+                            f"{type(value).__name__}")
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
     check_tolerance("atol", atol)

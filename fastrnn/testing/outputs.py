@@ -63,7 +63,12 @@ def assert_rnn_close(actual, expected, *, name=None, atol=None, rtol=None, dtype
     actual / expected: a Tensor, a PackedSequence, an RNN result (output, h_n) or
     (output, (h_n, c_n)), or any tuple of those. The first differing part fails, with a message
     that names it ('h_n', 'output (PackedSequence padded to [T, B, *])', ...) and gives the max
-    abs / rel error and the index of the first mismatch.
+    abs / rel error and the index of the first mismatch. Raises ValueError when neither side holds
+    a tensor (an assertion that compares nothing must not pass).
     """
-    for leaf_name, a, e in rnn_leaves(actual, expected, name):
+    leaves = rnn_leaves(actual, expected, name)
+    if all(a is None and e is None for _, a, e in leaves):
+        raise ValueError(f"{name or 'output'}: no tensor on either side, so nothing would be compared; "
+                         "assert_rnn_close takes RNN results, tensors or tuples of them")
+    for leaf_name, a, e in leaves:
         assert_close(a, e, name=leaf_name, atol=atol, rtol=rtol, dtype=dtype, T=T)

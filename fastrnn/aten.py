@@ -23,9 +23,14 @@ gathers back, so it starts at each sequence's own last step.
 Shape letters: T steps, B batch, I input, H hidden, R recurrent (= P with projection, else H),
 L layers, D directions.
 """
-import torch
+from typing import Optional
 
-__all__ = ["elman_layer", "lstm_layer", "run_stack"]
+import torch
+from torch import Tensor
+
+from .transforms import call, first_order, transformable
+
+__all__ = ["elman_layer", "lstm_layer", "run_stack", "layer_directions", "traced"]
 
 # Looked up once: torch._VF resolves names through a Python __getattr__ on every access.
 _VF_FUNCS = {"RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm}
@@ -167,3 +172,142 @@ def run_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     out, final = _run(mode, x, states, params, has_biases, num_layers, float(dropout), bool(training),
                       bool(bidirectional), lengths)
     return (out, final) if is_lstm else (out, final[0])
+
+
+# --- the same calls as one opaque op per layer: under torch.compile and torch.func.vmap -------------
+# Traced, torch's RNN call breaks: with gradients on, AOTAutograd rejects oneDNN's RNN layer on CPU
+# (the Parameters it saves), and vmap has no batching rule for aten::lstm / rnn_tanh. As a custom
+# op it stays opaque to both: the compiled graph calls it, and vmap loops over the vmapped dim. Its
+# backward is torch's own backward of the layer, recomputed inside an op (torch.func.vjp records
+# there, where autograd does not): one extra forward per layer, paid only on these two paths.
+_SLOTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")  # per direction, forward then reverse
+
+
+def _layer(x, h0, c0, weights, mode, lengths, for_vjp=False):
+    """One layer, D = len(weights) directions, through `_run` -> (out [T, B, D*R], h_n, c_n or None).
+
+    `for_vjp`: the call torch.func.vjp differentiates in the backward op. oneDNN keeps what its
+    backward needs only in training mode (no dropout here, so nothing else changes), and the packed
+    _VF call cannot read functorch's wrapped tensors, so variable lengths run by length instead."""
+    is_lstm = mode == "LSTM"
+    params, has_biases = _flat_params(weights, is_lstm)
+    hx = (h0, c0) if is_lstm else (h0,)
+    D = len(weights)
+    if for_vjp and lengths is not None:
+        out, states = _by_length(mode, x, hx, params, has_biases, D == 2, lengths)
+    else:
+        out, states = _run(mode, x, hx, params, has_biases, 1, 0.0, for_vjp, D == 2, lengths)
+    return out, states[0], states[1] if is_lstm else None
+
+
+def _by_length(mode, x, hx, params, has_biases, bidirectional, lengths):
+    """What `_run` gives with `lengths`, as one padded _VF call per group of equal-length sequences
+    (a sequence of length L is its first L steps; the reverse direction starts at its step L - 1)."""
+    T, B = x.shape[:2]
+    out = x.new_zeros(T, B, (2 if bidirectional else 1) * hx[0].shape[-1])
+    states = list(hx)
+    lengths = lengths.to("cpu", torch.int64)
+    for L in lengths.unique().tolist():
+        if L == 0:
+            continue  # an empty sequence keeps its state and outputs zeros
+        idx = (lengths == L).nonzero().squeeze(1).to(x.device)
+        res = _call(mode, x[:L].index_select(1, idx), [h.index_select(1, idx) for h in hx], params,
+                    has_biases, 1, 0.0, True, bidirectional)
+        padded = torch.cat([res[0], res[0].new_zeros(T - L, *res[0].shape[1:])])
+        out = out.index_copy(1, idx, padded)
+        states = [s.index_copy(1, idx, r) for s, r in zip(states, res[1:])]
+    return out, tuple(states)
+
+
+def _directions(w):
+    """The op's ten weight slots -> one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction."""
+    return [tuple(w[:5])] if w[5] is None else [tuple(w[:5]), tuple(w[5:])]
+
+
+@torch.library.custom_op("fastrnn::aten_layer", mutates_args=())
+def layer_op(x: Tensor, h0: Tensor, c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+             b_hh: Optional[Tensor], w_hr: Optional[Tensor], w_ih_rev: Optional[Tensor],
+             w_hh_rev: Optional[Tensor], b_ih_rev: Optional[Tensor], b_hh_rev: Optional[Tensor],
+             w_hr_rev: Optional[Tensor], lengths: Optional[Tensor], mode: str) -> tuple[Tensor, Tensor, Tensor]:
+    w = (w_ih, w_hh, b_ih, b_hh, w_hr, w_ih_rev, w_hh_rev, b_ih_rev, b_hh_rev, w_hr_rev)
+    out, h_n, c_n = _layer(x, h0, c0, _directions(w), mode, lengths)
+    # outputs must not alias inputs (states come back as hx when every length is 0)
+    return out, h_n.clone(), x.new_empty(0) if c_n is None else c_n.clone()
+
+
+@layer_op.register_fake
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ih_rev, w_hh_rev, b_ih_rev, b_hh_rev, w_hr_rev, lengths, mode):
+    D = 1 if w_ih_rev is None else 2
+    c_n = x.new_empty(0) if c0 is None else c0.new_empty(c0.shape)
+    return x.new_empty(x.shape[0], x.shape[1], D * h0.shape[-1]), h0.new_empty(h0.shape), c_n
+
+
+@torch.library.custom_op("fastrnn::aten_layer_bwd", mutates_args=())
+def layer_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, x: Tensor, h0: Tensor, c0: Optional[Tensor],
+                 weights: list[Optional[Tensor]], lengths: Optional[Tensor], mode: str) -> list[Tensor]:
+    """The gradients of (x, h0, c0, *weights), an empty tensor where an input is None."""
+    inputs = [x, h0, c0, *weights]
+    present = [i for i, t in enumerate(inputs) if t is not None]
+
+    def forward(*tensors):
+        args = list(inputs)
+        for i, t in zip(present, tensors):
+            args[i] = t
+        out, h_n, c_n = _layer(args[0], args[1], args[2], _directions(args[3:]), mode, lengths, for_vjp=True)
+        return (out, h_n) if c_n is None else (out, h_n, c_n)
+
+    with torch.enable_grad():  # oneDNN keeps what its backward needs only with grad mode on
+        outputs, vjp = torch.func.vjp(forward, *(inputs[i] for i in present))
+        grads = iter(vjp((dout, dh_n, dc_n)[:len(outputs)]))
+    # Outputs may alias neither inputs nor each other: a state no step changed passes its gradient
+    # straight through, and torch may return several weight gradients as views of one buffer.
+    taken = {t.untyped_storage().data_ptr() for t in (dout, dh_n, dc_n, *inputs) if t is not None}
+    out = []
+    for t in inputs:
+        g = next(grads) if t is not None else x.new_empty(0)
+        ptr = g.untyped_storage().data_ptr()
+        out.append(g.clone() if ptr in taken else g)
+        taken.add(ptr)
+    return out
+
+
+@layer_bwd_op.register_fake
+def _(dout, dh_n, dc_n, x, h0, c0, weights, lengths, mode):
+    return [x.new_empty(0) if t is None else t.new_empty(t.shape) for t in (x, h0, c0, *weights)]
+
+
+def _layer_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:14])
+    ctx.mode = inputs[14]
+
+
+@first_order("aten")
+def _layer_backward(ctx, dout, dh_n, dc_n):
+    x, h0, c0, *w, lengths = ctx.saved_tensors
+    out_shape = (x.shape[0], x.shape[1], (1 if w[5] is None else 2) * h0.shape[-1])
+    dout = x.new_zeros(out_shape) if dout is None else dout
+    dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
+    dc_n = (x.new_empty(0) if c0 is None else torch.zeros_like(c0)) if dc_n is None else dc_n
+    grads = layer_bwd_op(dout, dh_n, dc_n, x, h0, c0, w, lengths, ctx.mode)
+    return tuple(None if t is None else g for t, g in zip((x, h0, c0, *w), grads)) + (None, None)
+
+
+layer_op.register_autograd(_layer_backward, setup_context=_layer_setup)
+_LAYER = transformable(layer_op, _layer_setup, _layer_backward, "aten")
+
+
+def traced(*tensors):
+    """Is this call being traced by torch.compile / export, or vmapped? Then torch's RNN call has to
+    run as `layer_op` (see above). vmap is spotted by its batched tensors (functorch's own test;
+    torch has no public one)."""
+    return torch.compiler.is_compiling() or any(
+        t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors)
+
+
+def layer_directions(x, h0, c0, weights, *, mode, lengths=None):
+    """One layer in D = len(weights) directions as `layer_op`. x: [T, B, I], h0: [D, B, R],
+    c0: [D, B, H] or None, weights: D tuples (w_ih, w_hh, b_ih, b_hh, w_hr or None)
+    -> (out [T, B, D*R], h_n [D, B, R], c_n [D, B, H] or None)."""
+    w = [t for direction in weights for t in (*direction, None)[:5]] + [None] * 5 * (2 - len(weights))
+    out, h_n, c_n = call(_LAYER, layer_op, x, h0, c0, *w, lengths, mode)
+    return out, h_n, (None if c0 is None else c_n)

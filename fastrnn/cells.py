@@ -9,6 +9,7 @@ Shape letters: B batch, I input size, H hidden size.
 """
 import torch
 
+from . import aten
 from .backends import check_backend_name, runs_on_aten
 from .functional import rnn_stack
 from .modules import autocast_args, dtype_mismatch
@@ -46,6 +47,14 @@ class _CellMixin:
             if t.dtype != want:
                 raise dtype_mismatch("mat1 and mat2", t.dtype, want)
 
+    def _runs_torch_forward(self, input, hx, mode):
+        """On "aten", torch.nn's own cell runs (the fastest on CPU), except when vmapped or traced:
+        torch's cell ops have no batching rule, so the cell then goes through rnn_stack, which
+        runs them as an opaque op (fastrnn/aten.py)."""
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        return runs_on_aten(self.backend, input, mode=mode) and not aten.traced(
+            input, *states, *self.parameters())
+
     def _batch_input(self, input):
         if input.dim() not in (1, 2):
             raise ValueError(f"{self._get_name()}: Expected input to be 1D or 2D, got {input.dim()}D instead")
@@ -80,7 +89,7 @@ class RNNCell(_CellMixin, torch.nn.RNNCell):
 
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
-        if runs_on_aten(self.backend, input):  # torch.nn's own cell: the fastest on CPU
+        if self._runs_torch_forward(input, hx, "RNNCell"):
             return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
         if hx is not None and hx.dim() not in (1, 2):
@@ -116,7 +125,7 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: (h [B, H], c [B, H]) or 1-D each (zeros when None)
         -> (h' [B, H], c' [B, H]), 1-D when the input was."""
-        if runs_on_aten(self.backend, input):  # torch.nn's own cell: the fastest on CPU
+        if self._runs_torch_forward(input, hx, "LSTMCell"):
             return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
         if hx is not None:

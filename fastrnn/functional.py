@@ -1,10 +1,11 @@
 """Multi-layer, bidirectional recurrences on top of the per-layer ops of a backend.
 
 This is the one place that knows about layers, directions and inter-layer dropout; the modules
-call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward), and
-it runs one layer at a time: on "triton" one launch per layer whatever its directions
-(`fused.elman_directions` / `lstm_directions`), on "reference" one `elman_layer` / `lstm_layer` per
-direction, on "aten" one `_VF` call for the whole stack.
+call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward unless
+traced or vmapped), and it runs one layer at a time: on "triton" one launch per layer whatever its
+directions (`fused.elman_directions` / `lstm_directions`), on "reference" one `elman_layer` /
+`lstm_layer` per direction, on "aten" one `_VF` call for the whole stack (one opaque op per layer
+when torch.compile traces it or vmap batches it: see fastrnn/aten.py).
 """
 import torch
 import torch.nn.functional as F
@@ -26,14 +27,15 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     Returns (out [T, B, D*R], h_n [L*D, B, R]) for RNNs, (out, (h_n, c_n [L*D, B, H])) for LSTM.
     Dropout (training only) applies to every layer's output but the last; h_n / c_n come before it.
     """
-    concrete = resolve(backend, x)
-    if concrete == "aten":  # one _VF call for the whole stack, as torch.nn makes it
+    concrete = resolve(backend, x, mode=mode)
+    is_lstm = mode == "LSTM"
+    h0, c0 = hx if is_lstm else (hx, None)
+    if concrete == "aten" and not aten.traced(x, h0, c0, *(w for ws in weights for w in ws)):
+        # one _VF call for the whole stack, as torch.nn makes it
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
                               bidirectional=bidirectional, dropout=dropout, training=training,
                               lengths=lengths)
     elman, lstm = _layer_ops(concrete)
-    is_lstm = mode == "LSTM"
-    h0, c0 = hx if is_lstm else (hx, None)
     D = 2 if bidirectional else 1
     nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
     layer_in, h_n, c_n = x, [], []
@@ -52,13 +54,23 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
 
 
 def _layer_ops(concrete):
-    """(elman, lstm) of "triton" or "reference": all directions of one layer, with
-    `fused.elman_directions` / `lstm_directions`'s signature (h0 [D, B, R], c0 [D, B, H], one weight
-    tuple per direction) -> (out [T, B, D*R], h_n [D, B, R][, c_n [D, B, H]]). "triton" runs them
-    in one launch; the reference runs its one-direction ops in turn and concatenates."""
+    """(elman, lstm) of a backend: all directions of one layer, with `fused.elman_directions` /
+    `lstm_directions`'s signature (h0 [D, B, R], c0 [D, B, H], one weight tuple per direction)
+    -> (out [T, B, D*R], h_n [D, B, R][, c_n [D, B, H]]). "triton" runs them in one launch, "aten"
+    (traced or vmapped only) in one opaque op; the reference runs its one-direction ops in turn and
+    concatenates."""
     if concrete == "triton":
         from . import fused  # Triton loads only when used
         return fused.elman_directions, fused.lstm_directions
+    if concrete == "aten":
+        def elman_op(x, h0, weights, *, nonlinearity, lengths):
+            mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
+            return aten.layer_directions(x, h0, None, weights, mode=mode, lengths=lengths)[:2]
+
+        def lstm_op(x, h0, c0, weights, *, lengths):
+            return aten.layer_directions(x, h0, c0, weights, mode="LSTM", lengths=lengths)
+
+        return elman_op, lstm_op
     elman_layer, lstm_layer = reference.elman_layer, reference.lstm_layer
 
     def elman(x, h0, weights, *, nonlinearity, lengths):

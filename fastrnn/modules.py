@@ -18,7 +18,7 @@ D = 2 if bidirectional else 1, L = num_layers.
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import packing
+from . import aten, packing
 from .backends import check_backend_name, runs_on_aten
 from .functional import rnn_stack
 
@@ -146,9 +146,11 @@ class _StackMixin:
         output [T, B, D*R] (batch-first / unbatched / packed as the input was).
         """
         packed = isinstance(input, PackedSequence)
-        if runs_on_aten(self.backend, input.data if packed else input):
+        data = input.data if packed else input
+        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(data, *self._flat_weights):
             # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
+            # Traced or vmapped, it cannot run as is; rnn_stack runs its calls as an opaque op.
             if packed:
                 self._check_packed(input, hx)
             return self._torch_forward(input, hx)

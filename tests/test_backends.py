@@ -160,11 +160,8 @@ def test_modules_on_meta_give_torch_nns_meta_outputs(name, fresh_probe):
 
 
 
-# modules.py and cells.py call `runs_on_aten(backend, x)` without `mode=`, so under CPU autocast on a
-# CPU that refuses only the LSTM, "auto" sends the Elman RNN and the cells to the reference too,
-# although torch's kernels run them. Strict: once the call sites pass their mode this passes, and
-# the marker must go.
-@pytest.mark.xfail(strict=True, reason="modules.py / cells.py do not pass mode= to runs_on_aten yet")
+# Under CPU autocast on a CPU that refuses only the LSTM, "auto" keeps the Elman RNN and the cells on
+# torch's kernels: the modules and cells pass their mode to runs_on_aten.
 @pytest.mark.parametrize("name", ["RNN", "RNNCell", "LSTMCell"])
 def test_auto_keeps_other_modes_on_torch_where_only_the_lstm_is_refused(name, lstm_refused, monkeypatch):
     def refuse(*args, **kwargs):

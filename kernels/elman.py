@@ -58,7 +58,7 @@ def elman_fwd_kernel(
             xg = xg_ptr + t * stride_xt + offs_b[:, None] * stride_xb + offs_h[None, :]
             pre = acc + tl.load(xg, mask=mask, other=0.0).to(tl.float32)
             if RELU:
-                h = tl.maximum(pre, 0.0)
+                h = tl.where(pre < 0.0, 0.0, pre)  # NaN stays NaN, as in torch.relu (tl.maximum gives 0)
             else:
                 h = tanh(pre)
             bh = offs_b[:, None] * H + offs_h[None, :]

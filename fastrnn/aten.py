@@ -7,18 +7,17 @@ construction, while the reference backend (a Python loop of autograd ops) stays 
 
 Two entry points (the modules themselves run torch.nn's own forward on this backend, which makes
 these same calls):
-- `elman_layer` / `lstm_layer`: one layer, one direction, with `fastrnn.reference`'s signature,
-  for `functional.rnn_stack`'s per-layer loop.
 - `run_stack`: every layer and direction in one `_VF` call, `functional.rnn_stack`'s signature;
   one call instead of L*D saves the per-layer Python and concatenation work, which is what keeps
   small shapes at parity with torch.nn.
+- `layer_directions`: one layer (one or both directions) as an opaque custom op, for
+  `functional.rnn_stack`'s per-layer loop when torch.compile traces or vmap batches the call
+  (see the section of this file that defines it).
 
 Variable lengths use `_VF`'s packed form (`batch_sizes`), which needs sequences sorted by length
 and none empty: sequences are sorted, empty ones are left out (their state stays h0, their output
 zero), and everything is put back in the caller's order. When every sequence is T long the padded
-form runs instead (same result, no packing). A reverse direction on its own (`reverse=True` in the
-per-layer ops) reverses each sequence within its own length with a gather, runs forwards and
-gathers back, so it starts at each sequence's own last step.
+form runs instead (same result, no packing).
 
 Shape letters: T steps, B batch, I input, H hidden, R recurrent (= P with projection, else H),
 L layers, D directions.
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from .transforms import call, first_order, transformable
 
-__all__ = ["elman_layer", "lstm_layer", "run_stack", "layer_directions", "traced"]
+__all__ = ["run_stack", "layer_directions", "traced"]
 
 # Looked up once: torch._VF resolves names through a Python __getattr__ on every access.
 _VF_FUNCS = {"RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm}
@@ -109,50 +108,6 @@ def _run(mode, x, hx, params, has_biases, num_layers, dropout, training, bidirec
         out = out_sorted.new_zeros(T, B, out_sorted.shape[-1]).index_copy(1, dev_idx, out_sorted)
         states = tuple(h.index_copy(1, dev_idx, s) for h, s in zip(hx, res[1:]))
     return out, states
-
-
-def _reverse_index(T, lengths, device):
-    """[T, B] int64: step t of each sequence reversed within its own length (identity past it)."""
-    t = torch.arange(T, device=device).unsqueeze(1)          # [T, 1]
-    L = lengths.to(device=device, dtype=torch.int64).unsqueeze(0)  # [1, B]
-    return torch.where(t < L, L - 1 - t, t)
-
-
-def _one_direction(mode, x, hx, params, has_biases, reverse, lengths):
-    """One layer, one direction: x: [T, B, I], hx: tuple of [B, *] -> (out [T, B, R], states)."""
-    hx = tuple(h.unsqueeze(0) for h in hx)
-    if not reverse:
-        out, states = _run(mode, x, hx, params, has_biases, 1, 0.0, False, False, lengths)
-    elif lengths is None:
-        out, states = _run(mode, x.flip(0), hx, params, has_biases, 1, 0.0, False, False, None)
-        out = out.flip(0)
-    else:
-        idx = _reverse_index(x.shape[0], lengths, x.device).unsqueeze(-1)  # [T, B, 1]
-        x_rev = x.gather(0, idx.expand(-1, -1, x.shape[-1]))
-        out, states = _run(mode, x_rev, hx, params, has_biases, 1, 0.0, False, False, lengths)
-        out = out.gather(0, idx.expand(-1, -1, out.shape[-1]))  # the map is its own inverse
-    return out, tuple(s.squeeze(0) for s in states)
-
-
-def elman_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
-                nonlinearity="tanh", reverse=False, lengths=None):
-    """One Elman layer, one direction. x: [T, B, I], h0: [B, H], lengths: [B] or None
-    -> (out: [T, B, H], h_n: [B, H])."""
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-    params, has_biases = _flat_params([(weight_ih, weight_hh, bias_ih, bias_hh)], False)
-    out, (h_n,) = _one_direction(mode, x, (h0,), params, has_biases, reverse, lengths)
-    return out, h_n
-
-
-def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *,
-               reverse=False, lengths=None):
-    """One LSTM layer, one direction. x: [T, B, I], h0: [B, R], c0: [B, H], lengths: [B] or None
-    -> (out: [T, B, R], h_n: [B, R], c_n: [B, H])."""
-    params, has_biases = _flat_params([(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)], True)
-    out, (h_n, c_n) = _one_direction("LSTM", x, (h0, c0), params, has_biases, reverse, lengths)
-    return out, h_n, c_n
 
 
 def run_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, training=False,

@@ -41,43 +41,60 @@ def _grads_close(outs_a, outs_e, inputs_a, inputs_e, dtype):
         assert_close(a, e, name=f"grad[{k}]", dtype=dtype, T=T)
 
 
+def _reference_directions(layer, x, states, weights, lengths, **kw):
+    """The reference run per direction (the second walks backwards), joined as one layer gives them."""
+    runs = [layer(x, *(s[d] for s in states), *w, reverse=d == 1, lengths=lengths, **kw)
+            for d, w in enumerate(weights)]
+    outs, *finals = zip(*runs)
+    return [torch.cat(outs, -1), *(torch.stack(f) for f in finals)]
+
+
+def _double(ts):
+    return [None if t is None else t.double() for t in ts]
+
+
+# aten.layer_directions is the op that runs torch's calls when compiled or vmapped; its backward is
+# torch's own, recomputed by length group where lengths vary, so gradients are checked too.
 @pytest.mark.parametrize("lens", list(LENGTHS))
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("D", [1, 2], ids=["uni", "bi"])
 @pytest.mark.parametrize("bias", ["bias", "nobias", "hh-only"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("dt", list(DTYPES))
-def test_elman_layer(dt, nonlinearity, bias, reverse, lens):
+def test_elman_layer_op(dt, nonlinearity, bias, D, lens):
     dtype = DTYPES[dt]
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
-    w = _weights(H, I, H, dtype, bias != "nobias")
-    if bias == "hh-only":
-        w[2] = None
+    h0 = torch.randn(D, B, H, dtype=dtype, requires_grad=True)
+    ws = [_weights(H, I, H, dtype, bias != "nobias") for _ in range(D)]
+    for w in ws:
+        if bias == "hh-only":
+            w[2] = None
     lengths = _lengths(lens)
-    kw = dict(nonlinearity=nonlinearity, reverse=reverse, lengths=lengths)
-    got = aten.elman_layer(x, h0, *w, **kw)
-    want = reference.elman_layer(x.double(), h0.double(), *[t.double() if t is not None else None for t in w], **kw)
-    _grads_close([o.double() for o in got], want, [x, h0, *w], [x, h0, *w], dtype)
+    mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+    out, h_n, _ = aten.layer_directions(x, h0, None, ws, mode=mode, lengths=lengths)
+    want = _reference_directions(reference.elman_layer, x.double(), [h0.double()], [_double(w) for w in ws],
+                                 lengths, nonlinearity=nonlinearity)
+    leaves = [x, h0, *(t for w in ws for t in w)]
+    _grads_close([out.double(), h_n.double()], want, leaves, leaves, dtype)
 
 
 @pytest.mark.parametrize("lens", list(LENGTHS))
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("D", [1, 2], ids=["uni", "bi"])
 @pytest.mark.parametrize("proj", [0, P], ids=["noproj", f"P{P}"])
 @pytest.mark.parametrize("bias", ["bias", "nobias"])
 @pytest.mark.parametrize("dt", list(DTYPES))
-def test_lstm_layer(dt, bias, proj, reverse, lens):
+def test_lstm_layer_op(dt, bias, proj, D, lens):
     dtype = DTYPES[dt]
     R = proj or H
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(B, R, dtype=dtype, requires_grad=True)
-    c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
-    w = _weights(4 * H, I, R, dtype, bias == "bias", proj)
+    h0 = torch.randn(D, B, R, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(D, B, H, dtype=dtype, requires_grad=True)
+    ws = [_weights(4 * H, I, R, dtype, bias == "bias", proj) for _ in range(D)]
     lengths = _lengths(lens)
-    got = aten.lstm_layer(x, h0, c0, *w, reverse=reverse, lengths=lengths)
-    want = reference.lstm_layer(x.double(), h0.double(), c0.double(),
-                                *[t.double() if t is not None else None for t in w],
-                                reverse=reverse, lengths=lengths)
-    _grads_close([o.double() for o in got], want, [x, h0, c0, *w], [x, h0, c0, *w], dtype)
+    got = aten.layer_directions(x, h0, c0, ws, mode="LSTM", lengths=lengths)
+    want = _reference_directions(reference.lstm_layer, x.double(), [h0.double(), c0.double()],
+                                 [_double(w) for w in ws], lengths)
+    leaves = [x, h0, c0, *(t for w in ws for t in w)]
+    _grads_close([o.double() for o in got], want, leaves, leaves, dtype)
 
 
 def _stack_weights(mode, L, D, dtype, proj):
@@ -136,13 +153,10 @@ def test_run_stack_equals_torch_lstm(packed):
 
 
 def test_errors_match_torch():
-    x, h0 = torch.randn(2, 1, 3), torch.randn(1, 4)
-    w = [torch.randn(4, 3), torch.randn(4, 4)]
-    with pytest.raises(ValueError, match="Unknown nonlinearity 'gelu'"):
-        aten.elman_layer(x, h0, *w, nonlinearity="gelu")
+    x, h0 = torch.randn(2, 1, 3), torch.randn(1, 1, 4)
     wl = [torch.randn(16, 3), torch.randn(16, 4), None, None, torch.randn(4, 4)]
     with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
-        aten.lstm_layer(x, h0, torch.randn(1, 4), *wl)
+        aten.layer_directions(x, h0, torch.randn(1, 1, 4), [wl], mode="LSTM")
 
 
 def test_dropout_runs_only_in_training():

@@ -34,9 +34,10 @@ def _run_aten_layer(lengths):
     torch.manual_seed(0)
     ref = torch.nn.LSTM(I, H)  # no projection: the oneDNN fused-cell path torch.nn takes on CPU
     x = torch.randn(T, B, I, requires_grad=True)
-    h0, c0 = torch.randn(B, H), torch.randn(B, H)
+    h0, c0 = torch.randn(2, B, H), torch.randn(2, B, H)
     lens = None if lengths is None else torch.tensor(lengths)
-    leaves = aten.lstm_layer(x, h0, c0, *ref.parameters(), reverse=True, lengths=lens)
+    weights = [(*ref.parameters(), None)] * 2  # both directions: the reverse walk included
+    leaves = aten.layer_directions(x, h0, c0, weights, mode="LSTM", lengths=lens)
     grads = torch.autograd.grad(leaves, [x, *ref.parameters()], [torch.randn_like(t) for t in leaves])
     return [t.detach() for t in leaves] + list(grads)
 

@@ -64,13 +64,19 @@ def resolve(backend, x, check=True, mode=None):
             return "aten"  # torch.nn's own forward gives meta outputs, as torch.nn.LSTM does
         elif x.is_cpu:
             # torch's own fused CPU loops, the fastest correct CPU path we measured, where they run
-            autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+            autocast = torch.get_autocast_dtype("cpu") if autocast_active("cpu") else None
             return "aten" if aten_runs(mode, x.dtype, autocast) else "reference"
         else:
             return "reference"
     if backend == "triton" and check:
         check_triton(x)
     return backend
+
+
+def autocast_active(device_type):
+    """Is autocast on for `device_type`? False where autocast does not exist (meta, for one), where
+    torch.is_autocast_enabled itself raises."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
 def runs_on_aten(backend, x, mode=None):

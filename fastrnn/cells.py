@@ -7,12 +7,15 @@ torch's (the classes subclass torch's); forward repeats torch's checks with torc
 
 Shape letters: B batch, I input size, H hidden size.
 """
+import contextlib
+import copy
+
 import torch
 
 from . import aten
-from .backends import check_backend_name, runs_on_aten
-from .functional import rnn_stack
-from .modules import autocast_args, dtype_mismatch
+from .backends import autocast_active, check_backend_name, runs_on_aten
+from .errors import dtype_mismatch
+from .functional import check_weights, rnn_stack
 
 __all__ = ["RNNCell", "LSTMCell"]
 
@@ -23,6 +26,14 @@ class _CellMixin:
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("backend", "auto")
+
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles instead of this cell (TorchScript cannot compile fastrnn's
+        forward): torch.nn's class on a shallow copy, so the same Parameters and torch's forward."""
+        twin = copy.copy(self)
+        twin.__class__ = self._torch_class
+        del twin.backend
+        return twin
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -40,7 +51,7 @@ class _CellMixin:
 
     def _check_dtypes(self, *tensors):
         # torch fails inside its matmul with this message; we say it before any backend could cast.
-        if torch._C._is_any_autocast_enabled():
+        if autocast_active(tensors[0].device.type):
             return
         want = self.weight_ih.dtype
         for t in tensors:
@@ -66,12 +77,18 @@ class _CellMixin:
             raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
 
     def _step(self, mode, x, hx, weights):
-        """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n))."""
-        if x.is_cuda and torch.is_autocast_enabled("cuda"):
-            # torch's cells run in the autocast dtype on CUDA (on CPU they stay in their own).
-            x, hx, (weights,) = autocast_args("cuda", x, hx, [weights])
-        return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
-                         backend=self.backend)
+        """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n)).
+
+        Under autocast rnn_stack runs in the autocast dtype, as torch's cells do on CUDA and torch's
+        RNNCell does on CPU (its linear ops are on CPU autocast's list); torch's LSTMCell stays in
+        its own dtype on CPU (lstm_cell is not on the list), so autocast is off for it there."""
+        check_weights(x, [weights], gates=4 if mode == "LSTM" else 1, hidden_size=self.hidden_size,
+                      recurrent_size=self.hidden_size, bidirectional=False, batch=x.shape[0],
+                      names=lambda layer, d, kind: kind)
+        own_dtype = mode == "LSTM" and x.device.type == "cpu" and autocast_active("cpu")
+        with torch.autocast("cpu", enabled=False) if own_dtype else contextlib.nullcontext():
+            return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
+                             backend=self.backend)
 
 
 class RNNCell(_CellMixin, torch.nn.RNNCell):
@@ -80,6 +97,8 @@ class RNNCell(_CellMixin, torch.nn.RNNCell):
     RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', device=None, dtype=None,
             *, backend='auto')
     """
+
+    _torch_class = torch.nn.RNNCell
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
                  dtype=None, *, backend="auto"):
@@ -116,6 +135,8 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
     LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, backend='auto')
     """
 
+    _torch_class = torch.nn.LSTMCell
+
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *,
                  backend="auto"):
         check_backend_name(backend)
@@ -128,6 +149,8 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
         if self._runs_torch_forward(input, hx, "LSTMCell"):
             return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
+        if isinstance(hx, torch.Tensor):  # torch's binding refuses it; iterating would split it
+            raise TypeError("lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor")
         if hx is not None:
             for idx, value in enumerate(hx):
                 if value.dim() not in (1, 2):
@@ -140,7 +163,7 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
         self._check_input(x)
         self._check_state(x, h0, 0)
         self._check_state(x, c0, 1)
-        self._check_dtypes(x, h0, c0)
+        self._check_dtypes(x, h0)  # torch promotes a c of another dtype, and so does the reference
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
         _, (h_n, c_n) = self._step("LSTM", x, (h0[None], c0[None]), weights)
         h, c = h_n[0], c_n[0]

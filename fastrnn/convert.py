@@ -22,13 +22,14 @@ def convert(model, backend="auto"):
     a fastrnn module running on `backend`; returns `model`.
 
     Only those exact classes are swapped: a user's subclass may override forward, so it is left
-    alone, as are modules that already are fastrnn's.
+    alone. Modules that already are fastrnn's are set to `backend` too.
     """
     check_backend_name(backend)
     for module in model.modules():
         fast = _TO_FAST.get(type(module))
         if fast is not None:
             module.__class__ = fast
+        if type(module) in _TO_TORCH:
             module.backend = backend
     return model
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from . import aten, reference
-from .backends import resolve
+from .backends import autocast_active, resolve
+from .errors import scalar_name
 
 
 def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, training=False,
@@ -26,10 +27,20 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
 
     Returns (out [T, B, D*R], h_n [L*D, B, R]) for RNNs, (out, (h_n, c_n [L*D, B, H])) for LSTM.
     Dropout (training only) applies to every layer's output but the last; h_n / c_n come before it.
+    Under autocast the whole recurrence runs in autocast's dtype, as torch.nn's RNNs do: x, hx and
+    the weights are cast once here, and the backend runs with autocast off.
     """
+    if autocast_active(x.device.type):
+        device_type = x.device.type
+        x, hx, weights = autocast_args(device_type, x, hx, weights)
+        with torch.autocast(device_type, enabled=False):
+            return rnn_stack(x, hx, weights, mode=mode, num_layers=num_layers, bidirectional=bidirectional,
+                             dropout=dropout, training=training, lengths=lengths, backend=backend)
     concrete = resolve(backend, x, mode=mode)
     is_lstm = mode == "LSTM"
     h0, c0 = hx if is_lstm else (hx, None)
+    check_weights(x, weights, gates=4 if is_lstm else 1, hidden_size=(c0 if is_lstm else h0).shape[-1],
+                  recurrent_size=h0.shape[-1], bidirectional=bidirectional, batch=h0.shape[1])
     if concrete == "aten" and not aten.traced(x, h0, c0, *(w for ws in weights for w in ws)):
         # one _VF call for the whole stack, as torch.nn makes it
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
@@ -51,6 +62,57 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
             layer_in = F.dropout(layer_in, p=dropout, training=True)
     h_n = torch.cat(h_n)
     return (layer_in, (h_n, torch.cat(c_n))) if is_lstm else (layer_in, h_n)
+
+
+def autocast_args(device_type, x, hx, weights):
+    """x, hx (a tensor or a tuple) and the weight tuples cast to `device_type`'s autocast dtype."""
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = (lambda t: None if t is None else t.to(dtype))
+    hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
+    return cast(x), hx, [tuple(map(cast, w)) for w in weights]
+
+
+def check_weights(x, weights, *, gates, hidden_size, recurrent_size, bidirectional, batch, input_size=None,
+                  dtype=None, names=None):
+    """Raise torch's error (its message where it has one) for a parameter the recurrence cannot
+    use with input `x` (any layout, features last): on another device, in another dtype (outside
+    autocast), or of the wrong shape. A weight replaced by hand (`m.weight_hh_l0 = Parameter(...)`)
+    would otherwise give garbage or read past its end in a kernel.
+
+    weights: per layer and direction (torch's order) (w_ih, w_hh, b_ih, b_hh[, w_hr]), None where
+    absent; `input_size`: what layer 0's weight_ih should take, and `dtype` what every parameter's
+    dtype should be (x's by default; a module passes its own, so that input of the wrong size or
+    dtype gets torch's input error instead);
+    `names(layer, direction, kind)` names a parameter (torch.nn.RNN's names by default).
+    """
+    names = names or (lambda layer, d, kind: f"{kind}_l{layer}{'_reverse' if d else ''}")
+    D, G, H, R = 2 if bidirectional else 1, gates, hidden_size, recurrent_size
+    rows, check_dtype = x.numel() // max(x.shape[-1], 1), not autocast_active(x.device.type)
+    dtype = x.dtype if dtype is None else dtype
+    for k, w in enumerate(weights):
+        layer, d = divmod(k, D)
+        width = (x.shape[-1] if input_size is None else input_size) if layer == 0 else D * R
+        expected = {"weight_ih": (G * H, width), "weight_hh": (G * H, R), "bias_ih": (G * H,),
+                    "bias_hh": (G * H,), "weight_hr": (R, H)}
+        for kind, t in zip(expected, w):
+            if t is None:
+                continue
+            if t.device != x.device:
+                raise RuntimeError("Input and parameter tensors are not at the same device, found input "
+                                   f"tensor at {x.device} and parameter tensor at {t.device}")
+            if check_dtype and t.dtype != dtype:
+                a, b = (t.dtype, dtype) if kind.startswith("bias") else (dtype, t.dtype)
+                raise RuntimeError(f"self and mat2 must have the same dtype, but got {scalar_name(a)} "
+                                   f"and {scalar_name(b)}")
+            if kind.startswith("weight") and t.dim() != 2:
+                raise RuntimeError(f"mat2 must be a matrix, got {t.dim()}-D tensor")
+            want = expected[kind]
+            if kind in ("weight_ih", "weight_hh") and t.shape[1] != want[1]:  # torch's matmul says it
+                m = rows if kind == "weight_ih" else batch
+                raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({m}x{want[1]} and "
+                                   f"{t.shape[1]}x{t.shape[0]})")
+            if tuple(t.shape) != want:
+                raise RuntimeError(f"Expected {names(layer, d, kind)} of shape {want}, got {tuple(t.shape)}")
 
 
 def _layer_ops(concrete):

@@ -18,18 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from . import library
-from .backends import BackendError, check_triton  # noqa: F401 (re-exported)
+from .backends import BackendError, check_triton
 
 __all__ = ["elman_layer", "lstm_layer", "elman_directions", "lstm_directions"]
-
-
-def _autocast_weights(xg, *weights):
-    """Under autocast the recurrence runs in autocast's dtype, like torch.nn's: F.linear already
-    made xg [T, B, G*H] low precision, so the recurrent weights follow it (grads flow back to the
-    fp32 parameters through the cast). Outside autocast, weights are used as they are."""
-    if not torch.is_autocast_enabled(xg.device.type):
-        return weights
-    return tuple(None if w is None else w.to(xg.dtype) for w in weights)
 
 
 def _input_projection(x, directions):
@@ -61,6 +52,15 @@ def _check_nonlinearity(nonlinearity):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
 
 
+def _check_states(x, *states):
+    """The kernels keep the states in the input's dtype; torch (and the reference) would promote a
+    state of another dtype, e.g. an LSTMCell's float64 c with float32 h, and return that dtype."""
+    for s in states:
+        if s.dtype != x.dtype:
+            raise BackendError(f"backend='triton' needs the hidden states in the input's dtype ({x.dtype}), "
+                               f"got {s.dtype}; use backend='reference', which promotes them as torch does")
+
+
 def _needs_save(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -71,8 +71,9 @@ def elman_directions(x, h0, weights, *, nonlinearity="tanh", reverse=False, leng
     lone direction walk backwards -> (out [T, B, D*H] as torch concatenates it, h_n [D, B, H])."""
     check_triton(x)
     _check_nonlinearity(nonlinearity)
+    _check_states(x, h0)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh in weights])
-    w_hh = _autocast_weights(xg[0], *(w[1] for w in weights))
+    w_hh = [w[1] for w in weights]
     return library.elman(xg, h0, w_hh, _lengths(lengths, x), reverse, nonlinearity == "relu", config)
 
 
@@ -91,12 +92,11 @@ def lstm_directions(x, h0, c0, weights, *, reverse=False, lengths=None, config=N
     first); `reverse` makes a lone direction walk backwards
     -> (out [T, B, D*R] as torch concatenates it, h_n [D, B, R], c_n [D, B, H])."""
     check_triton(x)
+    _check_states(x, h0, c0)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh, _ in weights])
     w_hh = [w[1] for w in weights]
     w_hr = None if weights[0][4] is None else [w[4] for w in weights]
     save = _needs_save(*xg, h0, c0, *w_hh, *(w_hr or ()))
-    w_hh = _autocast_weights(xg[0], *w_hh)
-    w_hr = None if w_hr is None else _autocast_weights(xg[0], *w_hr)
     return library.lstm(xg, h0, c0, w_hh, w_hr, _lengths(lengths, x), reverse, save, config)
 
 

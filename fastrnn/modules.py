@@ -18,31 +18,12 @@ D = 2 if bidirectional else 1, L = num_layers.
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import aten, packing
-from .backends import check_backend_name, runs_on_aten
-from .functional import rnn_stack
+from . import aten, packing, scripting
+from .backends import autocast_active, check_backend_name, runs_on_aten
+from .errors import dtype_mismatch
+from .functional import check_weights, rnn_stack
 
 __all__ = ["RNN", "LSTM"]
-
-# torch spells dtypes this way in its matmul dtype-mismatch message, which the RNN repeats.
-_SCALAR_NAMES = {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
-                 torch.bfloat16: "BFloat16"}
-
-
-def dtype_mismatch(kind, got, want):
-    """The RuntimeError torch raises when a hidden state's dtype differs from the weights'."""
-    return RuntimeError(f"{kind} must have the same dtype, but got "
-                        f"{_SCALAR_NAMES.get(got, got)} and {_SCALAR_NAMES.get(want, want)}")
-
-
-def autocast_args(device_type, x, hx, weights):
-    """Cast x, hx (a tensor or a tuple) and the weight tuples to the autocast dtype: under
-    autocast torch's RNN and LSTM run wholly in it, so one backend call sees one dtype."""
-    dtype = torch.get_autocast_dtype(device_type)
-    cast = (lambda t: None if t is None else t.to(dtype))
-    hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
-    return cast(x), hx, [tuple(map(cast, w)) for w in weights]
-
 
 class _StackMixin:
     """forward / repr / flatten_parameters shared by RNN and LSTM; sits before torch's class
@@ -55,6 +36,11 @@ class _StackMixin:
         super().__setstate__(state)
         # Modules pickled before `backend` existed (or converted objects) still load.
         self.__dict__.setdefault("backend", "auto")
+
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles instead of this module (fastrnn/scripting.py): a twin
+        with the same Parameters whose forward runs ATen's RNN call on tensor input."""
+        return scripting.scriptable(self)
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -70,15 +56,27 @@ class _StackMixin:
         """One tuple per layer and direction in torch's order, read from `_flat_weights` so that
         `torch.func.functional_call` and reparametrisations see their substituted tensors:
         RNN (w_ih, w_hh, b_ih, b_hh), LSTM (w_ih, w_hh, b_ih, b_hh, w_hr); None where absent."""
-        keys = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        if self.mode == "LSTM":
-            keys += ("weight_hr",)
         flat = dict(zip(self._flat_weights_names, self._flat_weights))
         out = []
-        for names in self._all_weights:
-            by_kind = {name.split("_l")[0]: flat[name] for name in names}
-            out.append(tuple(by_kind.get(k) for k in keys))
+        for names in self._all_weights:  # [w_ih, w_hh, b_ih, b_hh (if bias), w_hr (if projecting)]
+            w_ih, w_hh, *rest = (flat[name] for name in names)
+            biases = (rest[0], rest[1]) if self.bias else (None, None)
+            w_hr = (rest[-1] if self.proj_size > 0 else None,) if self.mode == "LSTM" else ()
+            out.append((w_ih, w_hh, *biases, *w_hr))
         return out
+
+    def _check_weights(self, data, batch=None):
+        """functional.check_weights on this module's parameters for input `data` (a tensor or packed
+        data, features last) of `batch` sequences (read from `data` when None). Input that is not
+        2-D or 3-D is left to torch's own error."""
+        if data.dim() not in (2, 3):
+            return
+        if batch is None:
+            batch = data.size(0 if self.batch_first else 1) if data.dim() == 3 else 1
+        check_weights(data, self._layer_weights(), gates=4 if self.mode == "LSTM" else 1,
+                      hidden_size=self.hidden_size, recurrent_size=self.proj_size or self.hidden_size,
+                      bidirectional=self.bidirectional, batch=batch, input_size=self.input_size,
+                      dtype=self._flat_weights[0].dtype)
 
     # --- hidden state -----------------------------------------------------------------------
     def _state_shapes(self, batch):
@@ -112,7 +110,7 @@ class _StackMixin:
 
     def _check_hx_dtype(self, x, hx):
         # torch fails inside its matmul; we say it before any backend could silently cast.
-        if torch._C._is_any_autocast_enabled():
+        if autocast_active(x.device.type):
             return
         for h in (hx if self.mode == "LSTM" else (hx,)):
             if h.dtype != x.dtype:
@@ -131,10 +129,7 @@ class _StackMixin:
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         self._check_hx_dtype(x, hx)
-        weights = self._layer_weights()
-        if torch.is_autocast_enabled(x.device.type):
-            x, hx, weights = autocast_args(x.device.type, x, hx, weights)
-        return rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
+        return rnn_stack(x, hx, self._layer_weights(), mode=self.mode, num_layers=self.num_layers,
                          bidirectional=self.bidirectional, dropout=self.dropout,
                          training=self.training, lengths=lengths, backend=self.backend)
 
@@ -151,9 +146,8 @@ class _StackMixin:
             # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
             # Traced or vmapped, it cannot run as is; rnn_stack runs its calls as an opaque op.
-            if packed:
-                self._check_packed(input, hx)
-            return self._torch_forward(input, hx)
+            self._check_weights(data, self._check_packed(input, hx) if packed else None)
+            return self._torch_class.forward(self, input, hx)
         self._update_flat_weights()
         if packed:
             return self._forward_packed(input, hx)
@@ -213,7 +207,7 @@ class RNN(_StackMixin, torch.nn.RNNBase):
         dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend='auto')
     """
 
-    _torch_forward = torch.nn.RNN.forward  # what the "aten" backend runs
+    _torch_class = torch.nn.RNN  # whose forward the "aten" backend runs
 
     def __init__(self, *args, backend="auto", **kwargs):
         # torch.nn.RNN's argument handling: `nonlinearity` is the fourth positional argument and
@@ -241,7 +235,7 @@ class LSTM(_StackMixin, torch.nn.RNNBase):
          bidirectional=False, proj_size=0, device=None, dtype=None, *, backend='auto')
     """
 
-    _torch_forward = torch.nn.LSTM.forward
+    _torch_class = torch.nn.LSTM
     # The (h, c) checks torch.nn.LSTM adds to RNNBase, taken as they are.
     get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
     check_forward_args = torch.nn.LSTM.check_forward_args

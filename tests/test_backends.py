@@ -1,5 +1,7 @@
 """fastrnn.backends: what "auto" resolves to, and the probe that asks torch whether its own CPU
 kernel runs a case on this CPU."""
+import types
+
 import pytest
 import torch
 
@@ -143,7 +145,7 @@ def test_module_auto_runs_where_torch_nn_raises(lstm_refused, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("auto ran torch.nn's forward where the probe said it cannot run")
 
-    monkeypatch.setattr(type(model), "_torch_forward", refuse)
+    monkeypatch.setattr(type(model), "_torch_class", types.SimpleNamespace(forward=refuse))
     with torch.autocast("cpu", dtype=BF16):
         out, (h, c) = model(torch.randn(5, 2, 3))
     assert out.dtype == h.dtype == c.dtype == BF16

@@ -1,4 +1,5 @@
-"""Compare what fastrnn and torch raise: one helper for every error-message test."""
+"""What fastrnn raises and how its CLI fails: the helpers every error-message test shares."""
+import pytest
 
 
 def outcome(fn):
@@ -8,3 +9,20 @@ def outcome(fn):
     except Exception as e:
         return type(e), str(e)
     return "ok", None
+
+
+def usage_error(capsys, command, *argv):
+    """The error of `python -m fastrnn COMMAND ARGV`, which must fail the way argparse does: exit 2,
+    the usage line, then one `error:` line, no traceback. Returns that line's message."""
+    from fastrnn.__main__ import main
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith(f"usage: python -m fastrnn {command}")
+    lines = err.rstrip("\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:]
+    prefix = f"python -m fastrnn {command}: error: "
+    assert lines[-1].startswith(prefix), lines[-1]
+    return lines[-1][len(prefix):]

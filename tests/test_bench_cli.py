@@ -11,6 +11,8 @@ import torch
 
 from fastrnn import bench, registry
 
+import outcomes
+
 
 def _run(argv):
     parser = argparse.ArgumentParser()
@@ -92,19 +94,7 @@ def no_timing(monkeypatch):
 
 
 def usage_error(capsys, *argv):
-    """The error line of `python -m fastrnn bench ARGV`, which must exit 2 the way argparse does."""
-    from fastrnn.__main__ import main
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.startswith("usage: python -m fastrnn bench")
-    lines = err.rstrip("\n").splitlines()
-    assert [line for line in lines if "error:" in line] == lines[-1:]
-    prefix = "python -m fastrnn bench: error: "
-    assert lines[-1].startswith(prefix), lines[-1]
-    return lines[-1][len(prefix):]
+    return outcomes.usage_error(capsys, "bench", *argv)
 
 
 QUICK = ["--quick", "--cases", "rnn-T1-B16,infer", "--samples", "1", "--min-sample-ms", "0", "--no-reference"]

@@ -12,6 +12,8 @@ import torch
 from fastrnn import inspection
 from fastrnn.kernels.config import launch_config
 
+import outcomes
+
 
 def _constexprs(job):
     names = [n for n, _ in job[3]]
@@ -169,19 +171,7 @@ def no_compile(monkeypatch):
 
 
 def usage_error(capsys, *argv):
-    """The error line of `python -m fastrnn inspect ARGV`, which must exit 2 the way argparse does."""
-    from fastrnn.__main__ import main
-    with pytest.raises(SystemExit) as exit_info:
-        main(["inspect", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.startswith("usage: python -m fastrnn inspect")
-    lines = err.rstrip("\n").splitlines()
-    assert [line for line in lines if "error:" in line] == lines[-1:]
-    prefix = "python -m fastrnn inspect: error: "
-    assert lines[-1].startswith(prefix), lines[-1]
-    return lines[-1][len(prefix):]
+    return outcomes.usage_error(capsys, "inspect", *argv)
 
 
 SMALL = ["--quick", "--cell", "elman", "--dtype", "fp32", "--arch", "90"]

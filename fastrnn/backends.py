@@ -99,7 +99,7 @@ def aten_runs(mode, dtype, autocast_dtype=None):
     raises its own error for them, which is the error the user should get."""
     if torch.compiler.is_compiling():
         return True
-    key = (mode, dtype, autocast_dtype, torch.is_grad_enabled(), torch._C._get_mkldnn_enabled())
+    key = (mode, dtype, autocast_dtype, torch.is_grad_enabled(), torch.backends.mkldnn.enabled)
     runs = _RUNS.get(key)
     if runs is None:
         modes = MODES if mode is None else (mode,)
@@ -113,7 +113,7 @@ def aten_probe(mode, dtype, autocast_dtype=None):
     `autocast_dtype` unless None), else the text of the error it raised. Cached per case."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    key = (mode, dtype, autocast_dtype, torch.is_grad_enabled(), torch._C._get_mkldnn_enabled())
+    key = (mode, dtype, autocast_dtype, torch.is_grad_enabled(), torch.backends.mkldnn.enabled)
     if key not in _PROBED:
         try:
             _run_tiny(mode, dtype, autocast_dtype, grad=key[3])

@@ -10,6 +10,7 @@ is decorated (when fastrnn.kernels is first imported). If TRITON_INTERPRET is un
 are not imported yet, this command sets TRITON_INTERPRET=1 itself; otherwise the triton rows fail
 and say how to rerun.
 """
+import argparse
 import functools
 import math
 import os
@@ -17,13 +18,36 @@ import sys
 
 import torch
 
+from .bench import timing_device
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 IMPLS = ("torch", "reference", "aten", "triton")  # "torch" is torch.nn itself
 
 
+def check_device(text):
+    """argparse type of --device: cpu, or cuda when this machine has it (bench's `timing_device`
+    asks both), or another torch device that can hold a tensor here. Never meta: its tensors hold
+    no values, so there is nothing to compare."""
+    try:
+        kind = torch.device(text).type
+    except (RuntimeError, ValueError):
+        kind = None  # timing_device says it is not a torch device
+    if kind in (None, "cpu", "cuda"):
+        return timing_device(text)
+    if kind == "meta":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: meta tensors hold no values, so there is nothing to check; use cpu or cuda")
+    try:
+        torch.empty(1, device=text)
+    except Exception as exc:  # whatever the device's runtime says is the reason
+        why = (str(exc).splitlines() or [""])[0]
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot hold tensors here ({type(exc).__name__}: {why})") from None
+    return torch.device(text)
+
+
 def add_arguments(parser):
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    parser.add_argument("--device", type=check_device, default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device to check on (default: cuda if available, else cpu)")
     parser.add_argument("--backend", action="append", choices=IMPLS, dest="backends", metavar="NAME",
                         help=f"check only this implementation (repeatable; one of {', '.join(IMPLS)}; "

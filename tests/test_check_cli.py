@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fastrnn import check
 
@@ -64,3 +65,72 @@ def test_command_line_sets_the_interpreter_itself(env_without_interpreter):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "this command set TRITON_INTERPRET=1" in proc.stdout
     assert "fastrnn.LSTM[triton]" in proc.stdout and "PASS" in proc.stdout
+
+
+# --- misuse: exit 2 with argparse's usage line and one error line, before anything runs ---------
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Misuse must be reported before the battery runs on any module."""
+    def check_module(*args, **kwargs):
+        raise AssertionError("check ran the battery before reporting the misuse")
+    monkeypatch.setattr("fastrnn.testing.check_module", check_module)
+
+
+def usage_error(capsys, *argv):
+    """The error line of `python -m fastrnn check ARGV`, which must exit 2 the way argparse does."""
+    from fastrnn.__main__ import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", *argv])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # not even the header: nothing started
+    assert "Traceback" not in err
+    assert err.startswith("usage: python -m fastrnn check")
+    lines = err.rstrip("\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:]
+    prefix = "python -m fastrnn check: error: "
+    assert lines[-1].startswith(prefix), lines[-1]
+    return lines[-1][len(prefix):]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "foo"], "argument --device: not a torch device: 'foo' (use cpu or cuda)"),
+    (["--device", ""], "argument --device: not a torch device: '' (use cpu or cuda)"),
+    (["--device", "cuda:x"], "argument --device: not a torch device: 'cuda:x' (use cpu or cuda)"),
+    (["--device", "meta"], "argument --device: 'meta': meta tensors hold no values, so there is nothing to check"),
+    (["--device", "meta", "--backend", "torch"], "argument --device: 'meta': meta tensors hold no values"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_rejects_bad_option(capsys, nothing_runs, argv, message):
+    assert usage_error(capsys, *argv).startswith(message)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cli_rejects_cuda_without_cuda(monkeypatch, capsys, nothing_runs, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = usage_error(capsys, "--backend", "torch", "--device", device)
+    assert message.startswith(f"argument --device: {device!r}: CUDA is not available here (")
+
+
+def test_cli_rejects_a_cuda_index_past_the_last_device(monkeypatch, capsys, nothing_runs):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert usage_error(capsys, "--device", "cuda:1") == "argument --device: 'cuda:1': this machine has 1 CUDA device(s)"
+
+
+def test_cli_rejects_a_device_that_cannot_hold_tensors(monkeypatch, capsys, nothing_runs):
+    def empty(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::empty.memory_format' on 'MPS'.\n\nMore lines.")
+    monkeypatch.setattr(torch, "empty", empty)
+    assert usage_error(capsys, "--device", "mps") == \
+        "argument --device: 'mps': cannot hold tensors here (NotImplementedError: Could not run " \
+        "'aten::empty.memory_format' on 'MPS'.)"
+
+
+def test_cli_accepts_the_devices_check_runs_on(monkeypatch):
+    assert check.check_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check.check_device("cuda") == torch.device("cuda")
+    assert check.check_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: None)  # a device that holds tensors
+    assert check.check_device("mps") == torch.device("mps")

@@ -18,11 +18,15 @@ import sys
 
 import torch
 
-from .bench import timing_device
+from .bench import _checked, timing_device
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 IMPLS = ("torch", "reference", "aten", "triton")  # "torch" is torch.nn itself
+
+# A negative tolerance fails equal values; a NaN one fails everything, and an infinite rtol too
+# where the expected value is 0 (inf * 0 is NaN).
+_tolerance = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def check_device(text):
@@ -57,8 +61,8 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="about half of the battery")
     parser.add_argument("--cases", action="append", metavar="SUBSTRING",
                         help="only cases whose id contains SUBSTRING (repeatable), e.g. packed, LSTM-T1")
-    parser.add_argument("--atol", type=float, help="override the absolute tolerance")
-    parser.add_argument("--rtol", type=float, help="override the relative tolerance")
+    parser.add_argument("--atol", type=_tolerance, help="override the absolute tolerance (finite, >= 0)")
+    parser.add_argument("--rtol", type=_tolerance, help="override the relative tolerance (finite, >= 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case, not only a summary")
 
 

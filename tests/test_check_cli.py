@@ -99,6 +99,15 @@ def usage_error(capsys, *argv):
     (["--device", "cuda:x"], "argument --device: not a torch device: 'cuda:x' (use cpu or cuda)"),
     (["--device", "meta"], "argument --device: 'meta': meta tensors hold no values, so there is nothing to check"),
     (["--device", "meta", "--backend", "torch"], "argument --device: 'meta': meta tensors hold no values"),
+    (["--atol=-1e-6"], "argument --atol: expected a finite number >= 0, got '-1e-6'"),
+    (["--atol", "nan"], "argument --atol: expected a finite number >= 0, got 'nan'"),
+    (["--atol", "inf"], "argument --atol: expected a finite number >= 0, got 'inf'"),
+    (["--atol", "1e400"], "argument --atol: expected a finite number >= 0, got '1e400'"),  # inf as a float
+    (["--atol", "tiny"], "argument --atol: expected a finite number >= 0, got 'tiny'"),
+    (["--rtol", "-0.5"], "argument --rtol: expected a finite number >= 0, got '-0.5'"),
+    (["--rtol", "NaN"], "argument --rtol: expected a finite number >= 0, got 'NaN'"),
+    (["--rtol", "inf"], "argument --rtol: expected a finite number >= 0, got 'inf'"),
+    (["--rtol=-inf"], "argument --rtol: expected a finite number >= 0, got '-inf'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_cli_rejects_bad_option(capsys, nothing_runs, argv, message):
     assert usage_error(capsys, *argv).startswith(message)

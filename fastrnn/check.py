@@ -27,6 +27,7 @@ IMPLS = ("torch", "reference", "aten", "triton")  # "torch" is torch.nn itself
 # A negative tolerance fails equal values; a NaN one fails everything, and an infinite rtol too
 # where the expected value is 0 (inf * 0 is NaN).
 _tolerance = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+_case_part = _checked(str, bool, "a non-empty part of a case id")  # '' is in every id: no filter at all
 
 
 def check_device(text):
@@ -59,11 +60,13 @@ def add_arguments(parser):
     parser.add_argument("--dtype", choices=tuple(DTYPES),
                         help="dtype of the checked modules (default: float64, float32 for triton)")
     parser.add_argument("--quick", action="store_true", help="about half of the battery")
-    parser.add_argument("--cases", action="append", metavar="SUBSTRING",
+    parser.add_argument("--cases", action="append", type=_case_part, metavar="SUBSTRING",
                         help="only cases whose id contains SUBSTRING (repeatable), e.g. packed, LSTM-T1")
     parser.add_argument("--atol", type=_tolerance, help="override the absolute tolerance (finite, >= 0)")
     parser.add_argument("--rtol", type=_tolerance, help="override the relative tolerance (finite, >= 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case, not only a summary")
+    # main reports misuse that only shows once options meet the way argparse does
+    parser.set_defaults(usage_error=parser.error)
 
 
 def unavailable_reason(impl, device):
@@ -108,7 +111,12 @@ def _fmt(err):
 def main(args):
     from .testing import check_module, default_cases
 
+    fail = args.usage_error  # prints usage and one error line, exits 2
     device = args.device
+    battery = {kind: default_cases(kind, args.quick) for kind in ("RNN", "LSTM")}
+    for part in args.cases or ():  # a SUBSTRING that selects nothing is a typo, not a filter
+        if not any(part in case.id for cases in battery.values() for case in cases):
+            fail(f"--cases: no case id{' of the --quick battery' if args.quick else ''} contains {part!r}")
     explicit = bool(args.backends)
     impls = list(dict.fromkeys(args.backends or IMPLS))
     note = _enable_interpreter(impls, device)
@@ -131,7 +139,7 @@ def main(args):
             continue
         dtype = DTYPES[args.dtype] if args.dtype else (torch.float32 if impl == "triton" else torch.float64)
         for label, kind, factory in _factories(impl):
-            cases = default_cases(kind, args.quick)
+            cases = battery[kind]
             if args.cases:  # --cases LSTM-T1 selects no RNN case: that row is left out
                 cases = [c for c in cases if any(s in c.id for s in args.cases)]
                 if not cases:
@@ -148,9 +156,6 @@ def main(args):
         for report in reports:
             print("\n" + report.table())
         print()
-    if not rows:
-        print(f"no case id contains any of {args.cases}")
-        return 1
     titles = ("implementation", "kind", "dtype", "passed", "max abs", "max rel", "result")
     widths = [max(len(str(r[i])) for r in rows + [titles]) for i in range(len(titles))]
     for row in [titles] + rows:

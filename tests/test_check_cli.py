@@ -108,6 +108,10 @@ def usage_error(capsys, *argv):
     (["--rtol", "NaN"], "argument --rtol: expected a finite number >= 0, got 'NaN'"),
     (["--rtol", "inf"], "argument --rtol: expected a finite number >= 0, got 'inf'"),
     (["--rtol=-inf"], "argument --rtol: expected a finite number >= 0, got '-inf'"),
+    (["--cases", ""], "argument --cases: expected a non-empty part of a case id, got ''"),
+    (["--cases", "nothing"], "--cases: no case id contains 'nothing'"),
+    (["--cases", "T1-B1", "--cases", "typo"], "--cases: no case id contains 'typo'"),  # each must select
+    (["--quick", "--cases", "nobias"], "--cases: no case id of the --quick battery contains 'nobias'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_cli_rejects_bad_option(capsys, nothing_runs, argv, message):
     assert usage_error(capsys, *argv).startswith(message)
@@ -143,3 +147,9 @@ def test_cli_accepts_the_devices_check_runs_on(monkeypatch):
     assert check.check_device("cuda:1") == torch.device("cuda:1")
     monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: None)  # a device that holds tensors
     assert check.check_device("mps") == torch.device("mps")
+
+
+def test_each_case_filter_may_select_one_kind(capsys):
+    status, out = _run(["--backend", "reference", "--cases", "LSTM-T1", "--cases", "RNN_TANH-T1", "-v"], capsys)
+    assert status == 0, out
+    assert "LSTM-T1-B1-H7-L1-hx" in out and "RNN_TANH-T1-B1-H7-L1-hx" in out and "RNN_RELU" not in out

@@ -69,18 +69,36 @@ def add_arguments(parser):
     parser.set_defaults(usage_error=parser.error)
 
 
-def unavailable_reason(impl, device):
-    """Why `impl` cannot run on `device` here, or None when it can."""
+def unavailable_reason(impl, device, dtype=None):
+    """Why `impl` cannot run on `device` (in `dtype`, when given) here, or None when it can."""
+    return _missing(impl) or _ruled_out(impl, device, dtype)
+
+
+def _missing(impl):
+    """What this fastrnn or this machine lacks to run `impl` at all, or None."""
     from .backends import BACKENDS, triton_available
     if impl == "torch" or impl == "reference":
         return None
     if impl not in BACKENDS:
         return f"this fastrnn has no {impl!r} backend"
-    if impl == "triton":
-        if not triton_available():
-            return "the triton package is not installed"
-        if torch.device(device).type not in ("cuda", "cpu"):
-            return f"Triton does not run on {device}"
+    if impl == "triton" and not triton_available():
+        return "the triton package is not installed"
+    return None
+
+
+def _ruled_out(impl, device, dtype):
+    """Why the options rule `impl` out on any machine, or None: the Triton kernels run on cuda
+    (and cpu under the interpreter) in the dtypes fastrnn.backends lists. Ask after `_missing`."""
+    from .backends import BackendError, check_triton
+    if impl != "triton":
+        return None
+    if torch.device(device).type not in ("cuda", "cpu"):
+        return f"Triton does not run on {device}"
+    if dtype is not None:
+        try:
+            check_triton(torch.empty(0, device="meta", dtype=dtype))  # on meta it asks about the dtype alone
+        except BackendError as exc:
+            return str(exc)
     return None
 
 
@@ -119,6 +137,12 @@ def main(args):
             fail(f"--cases: no case id{' of the --quick battery' if args.quick else ''} contains {part!r}")
     explicit = bool(args.backends)
     impls = list(dict.fromkeys(args.backends or IMPLS))
+    dtypes = {impl: DTYPES[args.dtype] if args.dtype else (torch.float32 if impl == "triton" else torch.float64)
+              for impl in impls}
+    for impl in impls if explicit else ():  # --backend triton --dtype float64: no machine runs that
+        why = not _missing(impl) and _ruled_out(impl, device, dtypes[impl])
+        if why:
+            fail(f"--backend {impl}: {why}")
     note = _enable_interpreter(impls, device)
     header = (f"fastrnn check on {device}: torch {torch.__version__}"
               + (f", TRITON_INTERPRET={os.environ['TRITON_INTERPRET']}" if os.environ.get("TRITON_INTERPRET") else ""))
@@ -131,13 +155,13 @@ def main(args):
 
     rows, reports, failed = [], [], False
     for impl in impls:
-        reason = unavailable_reason(impl, device)
+        dtype = dtypes[impl]
+        reason = unavailable_reason(impl, device, dtype)
         if reason is not None:
             # Asked for by name: a failure. Found unavailable while listing: say so and go on.
             failed |= explicit
             rows.append((f"{impl}", "-", "-", "-", "-", "-", f"{'FAIL' if explicit else 'SKIP'}: {reason}"))
             continue
-        dtype = DTYPES[args.dtype] if args.dtype else (torch.float32 if impl == "triton" else torch.float64)
         for label, kind, factory in _factories(impl):
             cases = battery[kind]
             if args.cases:  # --cases LSTM-T1 selects no RNN case: that row is left out

@@ -112,6 +112,10 @@ def usage_error(capsys, *argv):
     (["--cases", "nothing"], "--cases: no case id contains 'nothing'"),
     (["--cases", "T1-B1", "--cases", "typo"], "--cases: no case id contains 'typo'"),  # each must select
     (["--quick", "--cases", "nobias"], "--cases: no case id of the --quick battery contains 'nobias'"),
+    (["--backend", "triton", "--dtype", "float64"],
+     "--backend triton: backend='triton' runs float32, float16 and bfloat16, got torch.float64"),
+    (["--backend", "reference", "--backend", "triton", "--dtype", "float64"],
+     "--backend triton: backend='triton' runs"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_cli_rejects_bad_option(capsys, nothing_runs, argv, message):
     assert usage_error(capsys, *argv).startswith(message)
@@ -153,3 +157,17 @@ def test_each_case_filter_may_select_one_kind(capsys):
     status, out = _run(["--backend", "reference", "--cases", "LSTM-T1", "--cases", "RNN_TANH-T1", "-v"], capsys)
     assert status == 0, out
     assert "LSTM-T1-B1-H7-L1-hx" in out and "RNN_TANH-T1-B1-H7-L1-hx" in out and "RNN_RELU" not in out
+
+
+def test_cli_rejects_triton_on_a_device_triton_does_not_run_on(monkeypatch, capsys, nothing_runs):
+    monkeypatch.setattr(check, "check_device", torch.device)  # as if this machine had an mps device
+    assert usage_error(capsys, "--device", "mps", "--backend", "triton") == \
+        "--backend triton: Triton does not run on mps"
+
+
+def test_a_dtype_triton_does_not_run_skips_its_rows_unless_asked_for(capsys):
+    status, out = _run(["--dtype", "float64", "--cases", "LSTM-T1-B1"], capsys)
+    assert status == 0, out
+    assert "fastrnn.LSTM[aten]" in out and "fastrnn.LSTM[triton]" not in out
+    line = next(line for line in out.splitlines() if line.startswith("triton "))
+    assert "SKIP: backend='triton' runs float32, float16 and bfloat16, got torch.float64" in line

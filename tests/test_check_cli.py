@@ -108,6 +108,8 @@ def usage_error(capsys, *argv):
     (["--rtol", "NaN"], "argument --rtol: expected a finite number >= 0, got 'NaN'"),
     (["--rtol", "inf"], "argument --rtol: expected a finite number >= 0, got 'inf'"),
     (["--rtol=-inf"], "argument --rtol: expected a finite number >= 0, got '-inf'"),
+    (["--backend", "foo"], "argument --backend: invalid choice: 'foo'"),
+    (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
     (["--cases", ""], "argument --cases: expected a non-empty part of a case id, got ''"),
     (["--cases", "nothing"], "--cases: no case id contains 'nothing'"),
     (["--cases", "T1-B1", "--cases", "typo"], "--cases: no case id contains 'typo'"),  # each must select

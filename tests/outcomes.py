@@ -13,12 +13,13 @@ def outcome(fn):
 
 def usage_error(capsys, command, *argv):
     """The error of `python -m fastrnn COMMAND ARGV`, which must fail the way argparse does: exit 2,
-    the usage line, then one `error:` line, no traceback. Returns that line's message."""
+    the usage line, then one `error:` line, no traceback, nothing on stdout. Returns that line's message."""
     from fastrnn.__main__ import main
     with pytest.raises(SystemExit) as exit_info:
         main([command, *argv])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing started: not even a header
     assert "Traceback" not in err
     assert err.startswith(f"usage: python -m fastrnn {command}")
     lines = err.rstrip("\n").splitlines()

@@ -9,6 +9,8 @@ import torch
 
 from fastrnn import check
 
+import outcomes
+
 
 def _run(argv, capsys):
     parser = argparse.ArgumentParser()
@@ -77,20 +79,7 @@ def nothing_runs(monkeypatch):
 
 
 def usage_error(capsys, *argv):
-    """The error line of `python -m fastrnn check ARGV`, which must exit 2 the way argparse does."""
-    from fastrnn.__main__ import main
-    with pytest.raises(SystemExit) as exit_info:
-        main(["check", *argv])
-    assert exit_info.value.code == 2
-    out, err = capsys.readouterr()
-    assert out == ""  # not even the header: nothing started
-    assert "Traceback" not in err
-    assert err.startswith("usage: python -m fastrnn check")
-    lines = err.rstrip("\n").splitlines()
-    assert [line for line in lines if "error:" in line] == lines[-1:]
-    prefix = "python -m fastrnn check: error: "
-    assert lines[-1].startswith(prefix), lines[-1]
-    return lines[-1][len(prefix):]
+    return outcomes.usage_error(capsys, "check", *argv)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -22,8 +22,6 @@ import torch
 
 from . import backends, registry
 
-_TF32_FLAGS = ("torch.backends.cudnn.allow_tf32", "torch.backends.cuda.matmul.allow_tf32")
-
 
 # --- building the callables --------------------------------------------------------------------
 def _torch_module(case, device):

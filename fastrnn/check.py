@@ -189,10 +189,3 @@ def main(args):
             print("\n" + report.failure_message())
     print(f"\n{'FAILED' if failed else 'all passed'}")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    import argparse
-    _parser = argparse.ArgumentParser(prog="python -m fastrnn.check", description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))

@@ -22,13 +22,9 @@ import torch.nn.functional as F
 __all__ = ["elman_cell", "lstm_cell", "elman_layer", "lstm_layer"]
 
 
-def _linear(x, weight, bias):
-    return F.linear(x, weight, bias)
-
-
 def elman_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, nonlinearity="tanh"):
     """One Elman step. x: [B, I], h: [B, H] -> h': [B, H]."""
-    pre = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)
+    pre = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
     if nonlinearity == "tanh":
         return torch.tanh(pre)
     if nonlinearity == "relu":
@@ -38,12 +34,12 @@ def elman_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, nonlinear
 
 def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None):
     """One LSTM step. x: [B, I], h: [B, R], c: [B, H] -> (h': [B, R], c': [B, H])."""
-    gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # [B, 4H], i|f|g|o
+    gates = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)  # [B, 4H], i|f|g|o
     i, f, g, o = gates.chunk(4, dim=-1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     if weight_hr is not None:
-        h_new = _linear(h_new, weight_hr, None)
+        h_new = F.linear(h_new, weight_hr, None)
     return h_new, c_new
 
 

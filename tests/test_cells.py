@@ -9,26 +9,13 @@ import torch
 import fastrnn
 from fastrnn.testing import assert_close
 
+from module_cases import H, I, make_pair, run_dtype
 from outcomes import outcome
-
-I, H = 5, 7
 
 CELLS = [("RNNCell", {}), ("RNNCell", dict(nonlinearity="relu")), ("RNNCell", dict(bias=False)),
          ("LSTMCell", {}), ("LSTMCell", dict(bias=False))]
 CELL_IDS = ["RNNCell", "RNNCell-relu", "RNNCell-nobias", "LSTMCell", "LSTMCell-nobias"]
 FORMS = ["B1-hx", "B3-hx", "B3-nohx", "unbatched-hx", "unbatched-nohx"]
-
-
-def run_dtype(backend):
-    """float64 on the reference, float32 on the fused backends."""
-    return torch.float64 if backend == "reference" else torch.float32
-
-
-def make_pair(name, kw, dtype, backend):
-    fast = getattr(fastrnn, name)(I, H, **kw, dtype=dtype, backend=backend)
-    ref = getattr(torch.nn, name)(I, H, **kw, dtype=torch.float64)
-    ref.load_state_dict({k: v.double() for k, v in fast.state_dict().items()})
-    return fast, ref
 
 
 def outputs_and_grads(module, masters, is_lstm, dtype):

@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import fastrnn
 from fastrnn.testing import assert_close
 
-I, H = 5, 7  # odd sizes on purpose
+from module_cases import H, I, make_pair, run_dtype
 
 # (class name, constructor kwargs); every constructor option appears at least once.
 CONFIGS = [
@@ -31,11 +31,6 @@ SHAPES = [(1, 1), (5, 3)]
 FORMS = ["hx", "nohx", "unbatched", "packed-hx", "packed-unsorted", "packed-unsorted-hx"]
 
 
-def run_dtype(backend):
-    """The dtype a backend is tested in: float64 on the reference, float32 on fused kernels."""
-    return torch.float64 if backend == "reference" else torch.float32
-
-
 def config_id(config):
     name, kw = config
     short = {"nonlinearity": "", "num_layers": "L", "bidirectional": "bi", "bias": "nobias",
@@ -44,14 +39,6 @@ def config_id(config):
     for k, v in kw.items():
         parts.append(v if k == "nonlinearity" else short[k] + ("" if isinstance(v, bool) else str(v)))
     return "-".join(parts)
-
-
-def make_pair(name, kw, dtype, backend, **extra):
-    """(fastrnn module in `dtype`, torch.nn module in float64) with identical weights."""
-    fast = getattr(fastrnn, name)(I, H, **kw, **extra, dtype=dtype, backend=backend)
-    ref = getattr(torch.nn, name)(I, H, **kw, **extra, dtype=torch.float64)
-    ref.load_state_dict({k: v.double() for k, v in fast.state_dict().items()})
-    return fast, ref
 
 
 def make_inputs(name, kw, T, B, form):

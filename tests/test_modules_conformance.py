@@ -10,16 +10,12 @@ from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
 import fastrnn
 from fastrnn.testing import assert_close
 
+from module_cases import run_dtype
 from outcomes import outcome
 
 OURS = {torch.nn.RNN: fastrnn.RNN, torch.nn.LSTM: fastrnn.LSTM, torch.nn.RNNCell: fastrnn.RNNCell,
         torch.nn.LSTMCell: fastrnn.LSTMCell}
 INFOS = [info for info in module_db if info.module_cls in OURS]
-
-
-def run_dtype(backend):
-    """float64 on the reference, float32 on the fused backends."""
-    return torch.float64 if backend == "reference" else torch.float32
 
 
 def flat_tensors(obj):

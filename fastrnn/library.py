@@ -24,6 +24,8 @@ see.
 `config` (launch overrides, a dict used by tests and tuning) travels as a JSON string: a schema
 cannot hold a dict, and a string is a constant to Dynamo, so every call, eager or compiled, goes
 through the same ops. Each op has a fake (meta) implementation giving output shapes and dtypes.
+Eager calls reach the forward ops through an autograd.Function with the same formula, so that
+torch.func's transforms work and forward-mode AD raises (fastrnn/transforms.py).
 """
 import json
 from typing import Optional

@@ -129,7 +129,7 @@ def _run_tiny(mode, dtype, autocast_dtype, grad):
     from torch.utils._python_dispatch import _disable_current_modes
 
     def full(*shape):
-        return torch.full(shape, 0.1, dtype=dtype, requires_grad=grad)
+        return torch.full(shape, 0.1, dtype=dtype, device="cpu", requires_grad=grad)  # whatever the default device
 
     G = 4 if "LSTM" in mode else 1
     with _disable_current_modes(), torch.autocast(

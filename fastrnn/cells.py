@@ -7,7 +7,6 @@ torch's (the classes subclass torch's); forward repeats torch's checks with torc
 
 Shape letters: B batch, I input size, H hidden size.
 """
-import contextlib
 import copy
 
 import torch
@@ -78,17 +77,12 @@ class _CellMixin:
 
     def _step(self, mode, x, hx, weights):
         """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n)).
-
-        Under autocast rnn_stack runs in the autocast dtype, as torch's cells do on CUDA and torch's
-        RNNCell does on CPU (its linear ops are on CPU autocast's list); torch's LSTMCell stays in
-        its own dtype on CPU (lstm_cell is not on the list), so autocast is off for it there."""
+        Under autocast rnn_stack runs in the autocast dtype, as torch's cells do their GEMMs."""
         check_weights(x, [weights], gates=4 if mode == "LSTM" else 1, hidden_size=self.hidden_size,
                       recurrent_size=self.hidden_size, bidirectional=False, batch=x.shape[0],
                       names=lambda layer, d, kind: kind)
-        own_dtype = mode == "LSTM" and x.device.type == "cpu" and autocast_active("cpu")
-        with torch.autocast("cpu", enabled=False) if own_dtype else contextlib.nullcontext():
-            return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
-                             backend=self.backend)
+        return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
+                         backend=self.backend)
 
 
 class RNNCell(_CellMixin, torch.nn.RNNCell):
@@ -167,4 +161,9 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
         _, (h_n, c_n) = self._step("LSTM", x, (h0[None], c0[None]), weights)
         h, c = h_n[0], c_n[0]
+        if x.device.type == "cpu" and autocast_active("cpu"):
+            # torch's CPU lstm_cell does its GEMMs in the autocast dtype and the cell update in
+            # c's: the result has the wider of the two (float32 for a float32 c)
+            dtype = torch.promote_types(torch.get_autocast_dtype("cpu"), c0.dtype)
+            h, c = h.to(dtype), c.to(dtype)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))

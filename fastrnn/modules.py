@@ -142,13 +142,14 @@ class _StackMixin:
         """
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
-        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(data, *self._flat_weights):
+        self._update_flat_weights()  # functional_call's substitutes, before anything reads them
+        states = (hx if isinstance(hx, (tuple, list)) else (hx,)) if hx is not None else ()
+        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(data, *states, *self._flat_weights):
             # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
             # Traced or vmapped, it cannot run as is; rnn_stack runs its calls as an opaque op.
             self._check_weights(data, self._check_packed(input, hx) if packed else None)
             return self._torch_class.forward(self, input, hx)
-        self._update_flat_weights()
         if packed:
             return self._forward_packed(input, hx)
         if input.dim() not in (2, 3):

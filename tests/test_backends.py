@@ -174,3 +174,12 @@ def test_auto_keeps_other_modes_on_torch_where_only_the_lstm_is_refused(name, ls
     model = getattr(fastrnn, name)(3, 4)
     with torch.autocast("cpu", dtype=BF16):
         model(torch.randn(5, 2, 3) if name == "RNN" else torch.randn(2, 3))
+
+
+def test_the_probe_runs_on_the_cpu_whatever_the_default_device(fresh_probe):
+    """A probe run under another default device (meta here) would answer for that device, and the
+    cached answer would then send CPU calls to a kernel that cannot run them."""
+    with torch.device("meta"):
+        under_meta = backends.aten_probe("LSTM", torch.float32, BF16)
+    backends._PROBED.clear()
+    assert under_meta == backends.aten_probe("LSTM", torch.float32, BF16)

@@ -80,3 +80,20 @@ def test_convert_sets_the_backend_on_modules_that_already_are_fastrnns():
                                 fastrnn.RNNCell(I, H, backend="aten"))
     fastrnn.convert(model, backend="triton")
     assert [m.backend for m in model] == ["triton"] * 3
+
+
+@pytest.mark.parametrize("form", ["bf16-x", "bf16-hx"])
+def test_lstm_cell_under_cpu_autocast_takes_bf16_input_as_torch_does(form, backend):
+    """torch's LSTMCell does its GEMMs in bf16 and returns c's dtype: bf16 here."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTMCell(I, H)
+    ours = fastrnn.LSTMCell(I, H, backend=backend)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(B, I)
+    args = (x.bfloat16(),) if form == "bf16-x" else (x, (torch.randn(B, H).bfloat16(), torch.randn(B, H).bfloat16()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = ours(*args), theirs(*args)
+    atol, rtol = tolerances(torch.bfloat16)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype == torch.bfloat16
+        torch.testing.assert_close(g.float(), w.float(), atol=atol, rtol=rtol)

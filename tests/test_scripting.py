@@ -67,3 +67,33 @@ def test_a_converted_model_scripts():
     # copy is scripted to keep the model itself on fastrnn's forward (the README says so)
     torch.testing.assert_close(torch.jit.script(copy.deepcopy(model))(x), want, atol=1e-6, rtol=1e-5)
     assert isinstance(model.rnn, fastrnn.LSTM) and isinstance(model.cell, fastrnn.RNNCell)
+
+
+BAD_CALLS = {  # what the scripted twin must refuse as the module does (ATen reads hx unchecked)
+    "hx-hidden": lambda m, x: m(x, (torch.zeros(1, B, H + 1), torch.zeros(1, B, H + 1))),
+    "hx-batch-larger": lambda m, x: m(x, (torch.zeros(1, B + 1, H), torch.zeros(1, B + 1, H))),
+    "hx-batch-smaller": lambda m, x: m(x, (torch.zeros(1, 1, H), torch.zeros(1, 1, H))),
+    "c-batch": lambda m, x: m(x, (torch.zeros(1, B, H), torch.zeros(1, 1, H))),
+    "unbatched-3d-hx": lambda m, x: m(x[:, 0], (torch.zeros(1, 1, H), torch.zeros(1, 1, H))),
+    "input-size": lambda m, x: m(torch.randn(T, B, I + 3)),
+    "input-4d": lambda m, x: m(x[None]),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("case", BAD_CALLS)
+def test_scripted_module_refuses_bad_input_and_hx_as_the_module_does(case):
+    model = fastrnn.LSTM(I, H)
+    scripted, x = torch.jit.script(model), torch.randn(T, B, I)
+    with pytest.raises(Exception) as eager:
+        BAD_CALLS[case](model, x)
+    with pytest.raises(Exception) as script:
+        BAD_CALLS[case](scripted, x)
+    assert str(eager.value) in str(script.value)  # TorchScript wraps the message in its traceback
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_scripted_rnn_refuses_a_3d_hx_with_unbatched_input():
+    model = fastrnn.RNN(I, H)
+    with pytest.raises(Exception, match="For unbatched 2-D input, hx should also be 2-D but got 3-D tensor"):
+        torch.jit.script(model)(torch.randn(T, I), torch.zeros(1, 1, H))

@@ -114,3 +114,23 @@ def test_second_reverse_derivative_on_triton_raises():
     model, _ = _pair("RNN", "triton")
     with pytest.raises(RuntimeError, match="no double backward.*backend='reference'"):
         torch.func.jacrev(torch.func.jacrev(lambda x: _h(model)(x).sum()))(_input("RNN"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+def test_vmap_over_parameters_or_hx_alone(name, backend):
+    """Only the weights (an ensemble through functional_call), or only hx, batched: the input is
+    shared. torch's own RNN op has no batching rule, so aten must notice these too."""
+    models = [_pair(name, backend)[0] for _ in range(2)]
+    for m in models[1:]:
+        for p in m.parameters():
+            torch.nn.init.uniform_(p, -0.5, 0.5)
+    x = _input(name)
+    stacked = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k, _ in
+               models[0].named_parameters()}
+    got = torch.func.vmap(lambda p: torch.func.functional_call(models[0], p, (x,))[0])(stacked)
+    assert_close(got, torch.stack([m(x)[0] for m in models]), name="vmap over parameters", T=T)
+    h0 = torch.randn(2, 1, B, H)
+    hx = (lambda h: (h, torch.zeros_like(h))) if name == "LSTM" else (lambda h: h)
+    got = torch.func.vmap(lambda h: models[0](x, hx(h))[0])(h0)
+    assert_close(got, torch.stack([models[0](x, hx(h))[0] for h in h0]), name="vmap over hx", T=T)

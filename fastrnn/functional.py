@@ -41,6 +41,8 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     h0, c0 = hx if is_lstm else (hx, None)
     check_weights(x, weights, gates=4 if is_lstm else 1, hidden_size=(c0 if is_lstm else h0).shape[-1],
                   recurrent_size=h0.shape[-1], bidirectional=bidirectional, batch=h0.shape[1])
+    if lengths is not None and not torch.compiler.is_compiling():  # a value check: not while tracing
+        _check_lengths(lengths, x.shape[0], x.shape[1])
     if concrete == "aten" and not aten.traced(x, h0, c0, *(w for ws in weights for w in ws)):
         # one _VF call for the whole stack, as torch.nn makes it
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
@@ -62,6 +64,15 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
             layer_in = F.dropout(layer_in, p=dropout, training=True)
     h_n = torch.cat(h_n)
     return (layer_in, (h_n, torch.cat(c_n))) if is_lstm else (layer_in, h_n)
+
+
+def _check_lengths(lengths, T, B):
+    """lengths: one per sequence, each in [0, T] (the modules' padding makes them so; a caller of
+    rnn_stack could pass anything, which the backends would read differently)."""
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have one entry per sequence, shape ({B},), got {tuple(lengths.shape)}")
+    if bool(((lengths < 0) | (lengths > T)).any()):
+        raise ValueError(f"lengths must lie in [0, T] with T = {T}, got {lengths.tolist()}")
 
 
 def autocast_args(device_type, x, hx, weights):

@@ -93,3 +93,13 @@ def test_the_functional_api_checks_too():
     with pytest.raises(RuntimeError, match=re.escape("mat1 and mat2 shapes cannot be multiplied (3x6 and 5x6)")):
         fastrnn.rnn_stack(torch.randn(T, B, I), torch.zeros(1, B, H), weights, mode="RNN_TANH", num_layers=1,
                           bidirectional=False, backend="reference")
+
+
+@pytest.mark.parametrize("lengths", [[6, 2, 1], [2, -1, 1], [2, 1]], ids=["past-T", "negative", "too-few"])
+def test_the_functional_api_checks_lengths(lengths, backend):
+    """The reference read a length past T as T and aten failed inside its packing."""
+    model = fastrnn.RNN(I, H)
+    weights = [(model.weight_ih_l0, model.weight_hh_l0, model.bias_ih_l0, model.bias_hh_l0)]
+    with pytest.raises(ValueError, match="lengths must"):
+        fastrnn.rnn_stack(torch.randn(4, B, I), torch.zeros(1, B, H), weights, mode="RNN_TANH", num_layers=1,
+                          bidirectional=False, lengths=torch.tensor(lengths), backend=backend)

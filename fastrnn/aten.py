@@ -253,10 +253,10 @@ _LAYER = transformable(layer_op, _layer_setup, _layer_backward, "aten")
 
 def traced(*tensors):
     """Is this call being traced by torch.compile / export, or vmapped? Then torch's RNN call has to
-    run as `layer_op` (see above). vmap is spotted by its batched tensors (functorch's own test;
-    torch has no public one)."""
-    return torch.compiler.is_compiling() or any(
-        t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors)
+    run as `layer_op` (see above). vmap is spotted by its batched tensors (functorch's own tests;
+    torch has no public one), looked for only while a torch.func transform is active."""
+    return torch.compiler.is_compiling() or (torch._C._are_functorch_transforms_active() and any(
+        t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors))
 
 
 def layer_directions(x, h0, c0, weights, *, mode, lengths=None):

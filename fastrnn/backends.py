@@ -64,7 +64,7 @@ def resolve(backend, x, check=True, mode=None):
             return "aten"  # torch.nn's own forward gives meta outputs, as torch.nn.LSTM does
         elif x.is_cpu:
             # torch's own fused CPU loops, the fastest correct CPU path we measured, where they run
-            autocast = torch.get_autocast_dtype("cpu") if autocast_active("cpu") else None
+            autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
             return "aten" if aten_runs(mode, x.dtype, autocast) else "reference"
         else:
             return "reference"

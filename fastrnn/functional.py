@@ -83,6 +83,16 @@ def autocast_args(device_type, x, hx, weights):
     return cast(x), hx, [tuple(map(cast, w)) for w in weights]
 
 
+def _as_expected(weights, shapes, D, device, dtype):
+    """Does every parameter have its expected shape (shapes[0] in layer 0, shapes[1] after), the
+    device and (unless None) the dtype?"""
+    for k, w in enumerate(weights):
+        for t, want in zip(w, shapes[k >= D]):
+            if t is not None and (t.shape != want or t.device != device or (dtype is not None and t.dtype != dtype)):
+                return False
+    return True
+
+
 def check_weights(x, weights, *, gates, hidden_size, recurrent_size, bidirectional, batch, input_size=None,
                   dtype=None, names=None):
     """Raise torch's error (its message where it has one) for a parameter the recurrence cannot
@@ -96,10 +106,18 @@ def check_weights(x, weights, *, gates, hidden_size, recurrent_size, bidirection
     dtype gets torch's input error instead);
     `names(layer, direction, kind)` names a parameter (torch.nn.RNN's names by default).
     """
-    names = names or (lambda layer, d, kind: f"{kind}_l{layer}{'_reverse' if d else ''}")
     D, G, H, R = 2 if bidirectional else 1, gates, hidden_size, recurrent_size
-    rows, check_dtype = x.numel() // max(x.shape[-1], 1), not autocast_active(x.device.type)
+    check_dtype = not autocast_active(x.device.type)
     dtype = x.dtype if dtype is None else dtype
+    # One cheap pass for the common case (every call of a module pays for it); the messages below
+    # are worked out only when something is wrong.
+    first = x.shape[-1] if input_size is None else input_size
+    hh, bias, hr = (G * H, R), (G * H,), (R, H)
+    shapes = ((G * H, first), hh, bias, bias, hr), ((G * H, D * R), hh, bias, bias, hr)
+    if _as_expected(weights, shapes, D, x.device, dtype if check_dtype else None):
+        return
+    names = names or (lambda layer, d, kind: f"{kind}_l{layer}{'_reverse' if d else ''}")
+    rows = x.numel() // max(x.shape[-1], 1)
     for k, w in enumerate(weights):
         layer, d = divmod(k, D)
         width = (x.shape[-1] if input_size is None else input_size) if layer == 0 else D * R

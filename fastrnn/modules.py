@@ -53,30 +53,29 @@ class _StackMixin:
 
     # --- weights ----------------------------------------------------------------------------
     def _layer_weights(self):
-        """One tuple per layer and direction in torch's order, read from `_flat_weights` so that
+        """One tuple per layer and direction in torch's order, read by name, so that
         `torch.func.functional_call` and reparametrisations see their substituted tensors:
         RNN (w_ih, w_hh, b_ih, b_hh), LSTM (w_ih, w_hh, b_ih, b_hh, w_hr); None where absent."""
-        flat = dict(zip(self._flat_weights_names, self._flat_weights))
         out = []
         for names in self._all_weights:  # [w_ih, w_hh, b_ih, b_hh (if bias), w_hr (if projecting)]
-            w_ih, w_hh, *rest = (flat[name] for name in names)
+            w_ih, w_hh, *rest = (getattr(self, name) for name in names)
             biases = (rest[0], rest[1]) if self.bias else (None, None)
             w_hr = (rest[-1] if self.proj_size > 0 else None,) if self.mode == "LSTM" else ()
             out.append((w_ih, w_hh, *biases, *w_hr))
         return out
 
-    def _check_weights(self, data, batch=None):
-        """functional.check_weights on this module's parameters for input `data` (a tensor or packed
-        data, features last) of `batch` sequences (read from `data` when None). Input that is not
-        2-D or 3-D is left to torch's own error."""
+    def _check_weights(self, data, weights, batch=None):
+        """functional.check_weights on `weights` (_layer_weights) for input `data` (a tensor or
+        packed data, features last) of `batch` sequences (read from `data` when None). Input that
+        is not 2-D or 3-D is left to torch's own error."""
         if data.dim() not in (2, 3):
             return
         if batch is None:
             batch = data.size(0 if self.batch_first else 1) if data.dim() == 3 else 1
-        check_weights(data, self._layer_weights(), gates=4 if self.mode == "LSTM" else 1,
+        check_weights(data, weights, gates=4 if self.mode == "LSTM" else 1,
                       hidden_size=self.hidden_size, recurrent_size=self.proj_size or self.hidden_size,
                       bidirectional=self.bidirectional, batch=batch, input_size=self.input_size,
-                      dtype=self._flat_weights[0].dtype)
+                      dtype=weights[0][0].dtype)
 
     # --- hidden state -----------------------------------------------------------------------
     def _state_shapes(self, batch):
@@ -124,12 +123,12 @@ class _StackMixin:
         return hx.index_select(1, permutation)
 
     # --- forward ----------------------------------------------------------------------------
-    def _run(self, x, hx, lengths=None):
-        """x: [T, B, I] time-major -> (out [T, B, D*R], h_n or (h_n, c_n))."""
+    def _run(self, x, hx, weights, lengths=None):
+        """x: [T, B, I] time-major, weights: _layer_weights() -> (out [T, B, D*R], h_n or (h_n, c_n))."""
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         self._check_hx_dtype(x, hx)
-        return rnn_stack(x, hx, self._layer_weights(), mode=self.mode, num_layers=self.num_layers,
+        return rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
                          bidirectional=self.bidirectional, dropout=self.dropout,
                          training=self.training, lengths=lengths, backend=self.backend)
 
@@ -142,16 +141,18 @@ class _StackMixin:
         """
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
-        self._update_flat_weights()  # functional_call's substitutes, before anything reads them
+        weights = self._layer_weights()  # read once per call, functional_call's substitutes included
         states = (hx if isinstance(hx, (tuple, list)) else (hx,)) if hx is not None else ()
-        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(data, *states, *self._flat_weights):
+        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(
+                data, *states, *(w for ws in weights for w in ws)):
             # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
             # Traced or vmapped, it cannot run as is; rnn_stack runs its calls as an opaque op.
-            self._check_weights(data, self._check_packed(input, hx) if packed else None)
+            self._check_weights(data, weights, self._check_packed(input, hx) if packed else None)
             return self._torch_class.forward(self, input, hx)
+        self._update_flat_weights()  # torch's input checks below read _flat_weights
         if packed:
-            return self._forward_packed(input, hx)
+            return self._forward_packed(input, hx, weights)
         if input.dim() not in (2, 3):
             got = f"{input.dim()}D instead" if self.mode == "LSTM" else f"{input.dim()}D tensor instead"
             raise ValueError(f"{self._get_name()}: Expected input to be 2D or 3D, got {got}")
@@ -162,7 +163,7 @@ class _StackMixin:
         hx = self._zero_hx(input, input.size(batch_dim)) if hx is None else self._check_hx_dims(hx, is_batched)
         self.check_forward_args(input, hx, None)
         x = input.transpose(0, 1) if self.batch_first else input
-        output, hidden = self._run(x, hx)
+        output, hidden = self._run(x, hx, weights)
         if self.batch_first:
             output = output.transpose(0, 1)
         if not is_batched:
@@ -188,7 +189,7 @@ class _StackMixin:
             self.check_hidden_size(hx[1], c_shape, "Expected hidden[1] size {}, got {}")
         return B
 
-    def _forward_packed(self, packed, hx):
+    def _forward_packed(self, packed, hx, weights):
         """Pad in sorted order, run with per-sequence lengths, re-pack into the input's layout;
         hx is read, and h_n returned, in the user's batch order. Shapes never depend on values
         when the PackedSequence has sorted_indices, so this compiles with fullgraph=True."""
@@ -196,7 +197,7 @@ class _StackMixin:
         B = self._check_packed(packed, hx)
         hx = self._zero_hx(data, B) if hx is None else self._permute(hx, sorted_indices)
         padded, lengths, slots = packing.pad(data, batch_sizes, B)
-        output, hidden = self._run(padded, hx, lengths)
+        output, hidden = self._run(padded, hx, weights, lengths)
         output = PackedSequence(packing.pack(output, slots), batch_sizes, sorted_indices, unsorted_indices)
         return output, self._permute(hidden, unsorted_indices)
 

@@ -1,7 +1,7 @@
 """`python -m fastrnn inspect`: compile every kernel configuration for sm_80 and sm_90, check resources.
 
 No GPU is needed. For each point of a shape grid (cell, pass, dtype, B, H, training or inference,
-direction, lengths) this runs the real launcher (kernels/elman.py, kernels/lstm.py) with the
+direction, lengths) this runs the real launcher (kernels/recurrence.py) with the
 launch configuration a GPU would get (`launch_config(..., device="cuda")`), but with the kernel
 replaced by a recorder, so it sees exactly the arguments and constexprs a launch passes. Triton's
 own binder turns them into the specialization a GPU launch compiles (argument dtypes, constexprs,
@@ -47,18 +47,20 @@ QUICK_BS = (1, 64)
 QUICK_DTYPES = ("fp32", "bf16")
 T = 5  # any T but 1 (Triton makes an int argument equal to 1 a constexpr) compiles the same kernel
 
+STRATEGIES = ("rows", "split", "stepwise")
 # One launch the dispatcher can make. train: the forward saves for backward (LSTM SAVE); the
 # backward runs only in training. tf32: fp32 with torch.backends.cuda.matmul.allow_tf32 set.
-Case = namedtuple("Case", "cell pass_ dtype B H train reverse lengths relu tf32")
+# strategy: "auto" (the heuristic's, what a call launches) or one of STRATEGIES (forced).
+Case = namedtuple("Case", "cell pass_ dtype B H train reverse lengths relu tf32 strategy")
 
 
-def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS):
+def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS, strategies=("auto",)):
     """Every launch of the grid, as Cases. flags="worst" keeps one setting of the flags that do not
     change tiles (REVERSE, HAS_LENGTHS, tanh: the most code) and leaves out TF32 (opt-in);
     "all" enumerates them all (about five times the compiles)."""
     two = (False, True) if flags == "all" else (True,)
     cases = []
-    for cell in cells:
+    for cell, strategy in [(c, s) for s in strategies for c in cells]:
         for dtype in dtypes:
             for tf32 in ((False, True) if dtype == "fp32" and flags == "all" else (False,)):
                 for pass_, train in (("fwd", False), ("fwd", True), ("bwd", True)):
@@ -70,7 +72,7 @@ def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS):
                                 for H in (QUICK_HS if quick else HS):
                                     for B in (QUICK_BS if quick else BS):
                                         cases.append(Case(cell, pass_, dtype, B, H, train, reverse,
-                                                          lengths, relu, tf32))
+                                                          lengths, relu, tf32, strategy))
     return cases
 
 
@@ -80,8 +82,8 @@ def jit_kernels():
     from triton.runtime.jit import JITFunction
 
     from . import kernels
-    from .kernels import elman, lstm  # noqa: F401
-    if isinstance(kernels.elman.elman_fwd_kernel, JITFunction):
+    from .kernels import recurrence  # noqa: F401
+    if isinstance(kernels.recurrence.forward_kernel, JITFunction):
         return kernels
     name = "_fastrnn_inspect_kernels"
     if name not in sys.modules:
@@ -92,7 +94,7 @@ def jit_kernels():
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-            for sub in ("common", "config", "elman", "lstm"):
+            for sub in ("common", "config", "cells", "recurrence"):
                 setattr(module, sub, importlib.import_module(f"{name}.{sub}"))
     return sys.modules[name]
 
@@ -111,14 +113,23 @@ def _no_interpreter():
             os.environ["TRITON_INTERPRET"] = old
 
 
+class _Recorded(Exception):
+    """Raised by the recorder at a split launch's compile step: the recording is complete."""
+
+
 @contextlib.contextmanager
 def _recording(module, name):
-    """Replace module.<name> (a kernel) by a recorder of `kernel[grid](*args, **kwargs)` calls."""
+    """Replace module.<name> (a kernel) by a recorder of its first launch, `kernel[grid](*args,
+    **kwargs)` or (a split launch sizing its grid) `kernel.warmup(*args, grid=..., **kwargs)`."""
     real, calls = getattr(module, name), []
 
     class Recorder:
         def __getitem__(self, grid_):
             return lambda *args, **kwargs: calls.append((args, kwargs))
+
+        def warmup(self, *args, grid, **kwargs):
+            calls.append((args, kwargs))
+            raise _Recorded
 
     setattr(module, name, Recorder())
     try:
@@ -144,38 +155,37 @@ def saves(case):
 
 def launch(case, k=None, override=None):
     """Run the real launcher for `case` with its GPU launch config (`override` replaces keys, to try
-    a heuristic) and a recording kernel. Returns (module name, kernel, args, kwargs) of the launch."""
+    a heuristic) and a recording kernel. Returns (cell, kernel, args, kwargs) of the launch."""
     k = k or jit_kernels()
     cell = "elman" if case.cell == "elman" else "lstm"
-    module = getattr(k, cell)
     dt, B, H = DTYPES[case.dtype], case.B, case.H
     R = H // 2 if case.cell == "lstm-proj" else H
     G = 4 if cell == "lstm" else 1
-    e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype)
+    e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype, device="meta")  # not "cpu": no interpreter
     f32 = torch.float32
-    lengths = torch.full((B,), T, dtype=torch.int32) if case.lengths else None
+    lengths = e(B, dtype=torch.int32) if case.lengths else None
+    if case.strategy != "auto":
+        override = {"STRATEGY": case.strategy, **(override or {})}
     with _allow_tf32(case.tf32):
         cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override,
                                      save=saves(case))
-    name = f"{cell}_{case.pass_}_kernel"
+    name = "forward_kernel" if case.pass_ == "fwd" else "backward_kernel"
     # one direction: a bidirectional layer launches the same kernel (its second direction is grid
-    # axis 1, with a second set of pointers of the same types and, for every H of the grid, the
+    # axis 2, with a second set of pointers of the same types and, for every H of the grid, the
     # same 16-byte alignment), so it compiles to the same binary
     w_hh = (e(G * H, R),)
     w_hr = (e(R, H),) if case.cell == "lstm-proj" else None
-    with _recording(module, name) as (kernel, calls):
-        opts = dict(reverse=case.reverse, config=cfg)
-        if name == "elman_fwd_kernel":
-            module.elman_fwd((e(T, B, H),), w_hh, e(1, B, H), lengths, e(T, B, H), relu=case.relu, **opts)
-        elif name == "elman_bwd_kernel":
-            module.elman_bwd(e(T, B, H), e(1, B, H), e(T, B, H), w_hh, lengths, relu=case.relu, **opts)
-        elif name == "lstm_fwd_kernel":
-            module.lstm_fwd((e(T, B, 4 * H),), w_hh, w_hr, e(1, B, R), e(1, B, H), lengths, e(T, B, R),
-                            save=saves(case), **opts)
+    lstm = dict(w_hr=w_hr, c0=e(1, B, H)) if cell == "lstm" else {}
+    opts = dict(reverse=case.reverse, relu=case.relu, config=cfg, **lstm)
+    with _recording(k.recurrence, name) as (kernel, calls), contextlib.suppress(_Recorded):
+        if case.pass_ == "fwd":
+            k.recurrence.forward(cell, (e(T, B, G * H),), w_hh, e(1, B, R), lengths, e(T, B, R),
+                                 save=saves(case), **opts)
         else:
-            saved = (e(1, T, B, 4 * H, dtype=f32), e(1, T, B, H, dtype=f32), None)
-            module.lstm_bwd(e(T, B, R), e(1, B, R), e(1, B, H), w_hh, w_hr, e(1, B, H), lengths, saved, **opts)
-    (args, kwargs), = calls
+            saved = (e(1, T, B, 4 * H, dtype=f32), e(1, T, B, H, dtype=f32), None) if cell == "lstm" else None
+            dc = dict(dc_n=e(1, B, H)) if cell == "lstm" else {}
+            k.recurrence.backward(cell, e(T, B, R), e(1, B, R), e(T, B, R), w_hh, lengths, saved, **dc, **opts)
+    args, kwargs = calls[0]
     return cell, kernel, args, kwargs
 
 
@@ -224,7 +234,7 @@ def compile_job(job):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     cell, name, arch, signature, constexprs, attrs, options = job
-    kernel = getattr(getattr(jit_kernels(), cell), name)
+    kernel = getattr(jit_kernels().recurrence, name)
     attrs = {path: [list(a) for a in v] for path, v in attrs}
     src = ASTSource(kernel, dict(signature), dict(constexprs), attrs)
     start = time.perf_counter()
@@ -247,11 +257,13 @@ def compile_job(job):
 
 
 def describe(job):
-    """Short text of a job's tile constexprs and flags, e.g. 'BB16 BH64 BK64 WR fp32dot w4 rev len'."""
+    """Short text of a job's strategy, tile constexprs and flags, e.g.
+    'split BB16 BH16 BK256x3 WR w4 rev len'."""
     _, _, _, signature, constexprs, _, options = job
     names = [n for n, _ in signature]
     c = {names[path[0]]: v for path, v in constexprs}
-    parts = [f"BB{c['BLOCK_B']}", f"BH{c['BLOCK_H']}", f"BK{c['BLOCK_K']}"]
+    pieces = f"x{c['PIECES']}" if c["PIECES"] > 1 else ""
+    parts = [c["STRATEGY"], f"BB{c['BLOCK_B']}", f"BH{c['BLOCK_H']}", f"BK{c['BLOCK_K']}{pieces}"]
     parts += [word for key, word in (("W_RESIDENT", "WR"), ("DOT_FP32", "fp32dot"), ("PROJ", "proj"),
                                      ("SAVE", "save"), ("REVERSE", "rev"), ("HAS_LENGTHS", "len"),
                                      ("RELU", "relu")) if c.get(key)]
@@ -313,6 +325,7 @@ def _override_values():
     flag = _checked({"True": True, "False": False}.get, lambda v: True, "True or False")
     return dict(BLOCK_B=tile, BLOCK_H=tile, BLOCK_K=tile, W_RESIDENT=flag, DOT_FP32=flag,
                 num_warps=_checked(int, lambda v: _power_of_two(v) and v <= 32, "a power of two up to 32"),
+                num_stages=_checked(int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
                 PRECISION=_checked(str, lambda v: v in precisions, f"one of {', '.join(precisions)}"))
 
 

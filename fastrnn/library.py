@@ -33,8 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .kernels.elman import elman_bwd, elman_fwd
-from .kernels.lstm import lstm_bwd, lstm_fwd
+from .kernels import recurrence
 from .transforms import call, first_order, transformable
 
 __all__ = ["elman", "lstm", "encode_config"]
@@ -121,8 +120,8 @@ def elman_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, w_hh: Tensor,
     xgs = _xg_pair(xg, xg_rev)
     T, B, H = xg.shape
     out = torch.empty((T, B, len(xgs) * H), device=xg.device, dtype=xg.dtype)
-    h_n = elman_fwd(xgs, _dirs(w_hh, w_hh_rev), h0.contiguous(), lengths, out,
-                    reverse=reverse, relu=relu, config=_decode(config))
+    h_n, _, _ = recurrence.forward("elman", xgs, _dirs(w_hh, w_hh_rev), h0.contiguous(), lengths, out,
+                                   reverse=reverse, relu=relu, config=_decode(config))
     return out, h_n.to(xg.dtype, copy=True)  # a copy: h_n is a view of the launcher's buffer
 
 
@@ -136,9 +135,9 @@ def _(xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config):
 def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
                  lengths: Optional[Tensor], reverse: bool, relu: bool, config: Optional[str]
                  ) -> tuple[Tensor, Tensor]:
-    dg, dh0 = elman_bwd(dout.contiguous(), dh_n.contiguous(), out.contiguous(),
-                        _dirs(w_hh, w_hh_rev), lengths, reverse=reverse, relu=relu,
-                        config=_decode(config))
+    dg, dh0, _, _ = recurrence.backward("elman", dout.contiguous(), dh_n.contiguous(), out.contiguous(),
+                                        _dirs(w_hh, w_hh_rev), lengths, None, reverse=reverse, relu=relu,
+                                        config=_decode(config))
     return dg, dh0.clone()
 
 
@@ -177,9 +176,9 @@ def lstm_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, c0: Tensor, w_
     T, B, _ = xg.shape
     out = torch.empty((T, B, len(xgs) * w_hh.shape[1]), device=xg.device, dtype=xg.dtype)
     w_hrs = None if w_hr is None else _dirs(w_hr, w_hr_rev)
-    h_n, c_n, saved = lstm_fwd(xgs, _dirs(w_hh, w_hh_rev), w_hrs, h0.contiguous(),
-                               c0.contiguous(), lengths, out, reverse=reverse, save=save,
-                               config=_decode(config))
+    h_n, c_n, saved = recurrence.forward("lstm", xgs, _dirs(w_hh, w_hh_rev), h0.contiguous(), lengths, out,
+                                         c0=c0.contiguous(), w_hr=w_hrs, reverse=reverse, save=save,
+                                         config=_decode(config))
     gates, cs, m = saved if save else (_f32(xg, 0), _f32(xg, 0), None)
     # copies: h_n/c_n are views of the launcher's buffers, and empty outputs must not alias
     return (out, h_n.to(xg.dtype, copy=True), c_n.to(xg.dtype, copy=True), gates, cs,
@@ -201,9 +200,10 @@ def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hh_rev
                 lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
                 config: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     w_hrs = None if w_hr is None else _dirs(w_hr, w_hr_rev)
-    dg, dh0, dc0, dhs = lstm_bwd(dout.contiguous(), dh_n.contiguous(), dc_n.contiguous(),
-                                 _dirs(w_hh, w_hh_rev), w_hrs, c0, lengths,
-                                 (gates, cs, None), reverse=reverse, config=_decode(config))
+    dg, dh0, dc0, dhs = recurrence.backward("lstm", dout.contiguous(), dh_n.contiguous(), None,
+                                            _dirs(w_hh, w_hh_rev), lengths, (gates, cs, None),
+                                            dc_n=dc_n.contiguous(), c0=c0, w_hr=w_hrs, reverse=reverse,
+                                            config=_decode(config))
     return dg, dh0.clone(), dc0.clone(), _f32(dg, 0) if dhs is None else dhs
 
 

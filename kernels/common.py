@@ -34,7 +34,9 @@ def dot(a, w, acc, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
     interpreter computes correctly for bf16).
     """
     a = a.to(w.dtype)
-    if DOT_FP32:
+    if a.shape[0] == 1:  # one row (B = 1): multiply-add on the CUDA cores, not a 16-row tile
+        return acc + tl.sum(a.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], axis=1)
+    elif DOT_FP32:
         return tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
     else:
         return tl.dot(a, w, acc, input_precision=PRECISION)
@@ -48,30 +50,87 @@ def load_w(w_ptr, offs_n, mask_n, offs_k, mask_k, stride_wn, stride_wk):
 
 
 @triton.jit
-def matmul(acc, s_ptr, stride_sb, offs_b, mask_b, w_ptr, stride_wn, stride_wk, offs_n, mask_n, K,
-           BLOCK_K: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
-    """acc[b, n] += sum_k S[b, k] * W(k, n) over k < K, streaming K in BLOCK_K tiles.
+def load_state(s_ptr, stride_sb, offs_b, mask_b, offs_k, K):
+    """S[b, k] of a state another program may have written -> [BLOCK_B, BLOCK_K], 0 past B or K.
+    Read past L1 (.cg): L1 is not coherent across SMs."""
+    return tl.load(s_ptr + offs_b[:, None] * stride_sb + offs_k[None, :],
+                   mask=mask_b[:, None] & (offs_k[None, :] < K), other=0.0, cache_modifier=".cg")
 
-    S is an fp32 row-major [B, K] buffer (row stride `stride_sb`); W(k, n) is read from
-    `w_ptr + n * stride_wn + k * stride_wk`, so one helper serves W and W^T.
-    acc: [BLOCK_B, BLOCK_N] fp32.
+
+@triton.jit
+def load_gates_w(w_ptr, n0, N, offs_k, K, stride_wn, stride_wk, gate_stride,
+                 GATES: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The weight tile of units n0 .. n0 + BLOCK_N - 1 of every gate, as one [BLOCK_K, GATES * BLOCK_N]
+    tile whose column c is unit n0 + c // GATES of gate c % GATES (gates interleaved, so that
+    split_gates takes them apart): w[k, c] = W(k, unit) read at w_ptr + gate * gate_stride +
+    unit * stride_wn + k * stride_wk; 0 past N or K."""
+    c = tl.arange(0, GATES * BLOCK_N)
+    unit = n0 + c // GATES
+    ptrs = w_ptr + (unit * stride_wn + (c % GATES) * gate_stride)[None, :] + offs_k[:, None] * stride_wk
+    return tl.load(ptrs, mask=(unit < N)[None, :] & (offs_k < K)[:, None], other=0.0)
+
+
+@triton.jit
+def split_gates(acc, GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[BLOCK_B, GATES * BLOCK_N] with gates interleaved (see load_gates_w) -> GATES tensors
+    [BLOCK_B, BLOCK_N], in gate order."""
+    if GATES == 1:
+        return (acc,)
+    elif GATES == 2:
+        return tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2)))
+    else:  # 4 = 2 x 2: column j * 4 + 2 * q1 + q0
+        even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))  # q0 = 0: gates 0, 2; q0 = 1: 1, 3
+        g0, g2 = tl.split(even)
+        g1, g3 = tl.split(odd)
+        return g0, g1, g2, g3
+
+
+@triton.jit
+def load_resident(w_ptr, n0, N, K, stride_wn, stride_wk, gate_stride,
+                  GATES: tl.constexpr, PIECES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A program's slice of W to keep across steps: PIECES tiles from load_gates_w, piece p covering
+    k in [p * BLOCK_K, (p + 1) * BLOCK_K)."""
+    pieces = ()
+    for p in tl.static_range(PIECES):
+        offs_k = p * BLOCK_K + tl.arange(0, BLOCK_K)
+        pieces = pieces + (load_gates_w(w_ptr, n0, N, offs_k, K, stride_wn, stride_wk, gate_stride,
+                                        GATES, BLOCK_N),)
+    return pieces
+
+
+@triton.jit
+def matmul(s_ptr, stride_sb, offs_b, mask_b, w_ptr, stride_wn, stride_wk, gate_stride, n0, N, K, resident,
+           GATES: tl.constexpr, W_RESIDENT: tl.constexpr, PIECES: tl.constexpr,
+           BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+           DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """acc[q][b, n] = sum_k S[b, k] * W(k, n) of gate q (load_gates_w), for units n0 .. n0 +
+    BLOCK_N - 1, over k < K: one dot for all gates, then split.
+
+    S is a row-major [B, K] state buffer (row stride `stride_sb`, read with load_state), W(k, n)
+    of gate q is read from `w_ptr + q * gate_stride + n * stride_wn + k * stride_wk`, so one helper
+    serves W and W^T. W comes from `resident` (from load_resident) when W_RESIDENT, else it is
+    streamed in BLOCK_K-wide tiles. -> GATES tensors [BLOCK_B, BLOCK_N] fp32.
     """
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        s = tl.load(s_ptr + offs_b[:, None] * stride_sb + offs_k[None, :],
-                    mask=mask_b[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
-        w = load_w(w_ptr, offs_n, mask_n, offs_k, mask_k, stride_wn, stride_wk)  # [BLOCK_K, BLOCK_N]
-        acc = dot(s, w, acc, DOT_FP32, PRECISION)
-    return acc
+    acc = tl.zeros((BLOCK_B, GATES * BLOCK_N), dtype=tl.float32)
+    if W_RESIDENT:
+        for p in tl.static_range(PIECES):
+            s = load_state(s_ptr, stride_sb, offs_b, mask_b, p * BLOCK_K + tl.arange(0, BLOCK_K), K)
+            acc = dot(s, resident[p], acc, DOT_FP32, PRECISION)
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            s = load_state(s_ptr, stride_sb, offs_b, mask_b, offs_k, K)  # [BLOCK_B, BLOCK_K]
+            w = load_gates_w(w_ptr, n0, N, offs_k, K, stride_wn, stride_wk, gate_stride, GATES, BLOCK_N)
+            acc = dot(s, w, acc, DOT_FP32, PRECISION)
+    return split_gates(acc, GATES, BLOCK_B, BLOCK_N)
 
 
 @triton.jit
 def direction(REVERSE: tl.constexpr):
-    """(d, rev) of this program. Grid axis 1 is the direction: a bidirectional layer is one launch
-    whose programs (·, 0) walk forward and (·, 1) walk backward in time. REVERSE flips a launch of
-    one direction only (the reverse pass on its own). d is int64, for offsets past 2**31."""
-    d = tl.cast(tl.program_id(1), tl.int64)
+    """(d, rev) of this program. Grid axis 2 is the direction: a bidirectional layer is one launch
+    whose programs (·, ·, 0) walk forward and (·, ·, 1) walk backward in time. REVERSE flips a
+    launch of one direction only (the reverse pass on its own). d is int64, for offsets past 2**31."""
+    d = tl.cast(tl.program_id(2), tl.int64)
     if REVERSE:
         return d, d == 0
     else:
@@ -93,3 +152,43 @@ def active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS: tl.constexpr):
         return mask_b & (t < length)
     else:
         return mask_b & (t < T)
+
+
+# Tries of a grid barrier before it gives up: each is one L2 round trip (about 0.3-0.5 us), so this
+# is seconds, orders of magnitude past any step, yet it ends.
+SPIN_LIMIT = tl.constexpr(1 << 23)
+
+
+@triton.jit
+def synchronize(sync_ptr, u, STRATEGY: tl.constexpr):
+    """End sub-step u: what any program stored before is visible to every program sharing state
+    with it (the same direction and batch tile) after. "rows": one program owns the state, a CTA
+    barrier; "split": a grid barrier; "stepwise": nothing (each launch runs one sub-step, and
+    launches on a stream run in order)."""
+    if STRATEGY == "rows":
+        tl.debug_barrier()
+    elif STRATEGY == "split":
+        groups = tl.num_programs(1) * tl.num_programs(2)
+        group = tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)
+        grid_barrier(sync_ptr + group, sync_ptr + groups, (u + 1) * tl.num_programs(0))
+
+
+@triton.jit
+def grid_barrier(count_ptr, error_ptr, target):
+    """Wait until the int32 counter at count_ptr reaches `target`, after adding this program's
+    arrival. The counter only grows (zeroed before the launch; target = sub-steps done x programs),
+    so no reset races with a late reader. Arrival is a release and the wait an acquire, both at GPU
+    scope: the stores before the barrier of every program happen before the loads after it. The
+    wait gives up after SPIN_LIMIT tries, or at once once any program has given up, and then sets
+    the error flag at error_ptr, which the launcher turns into an error: never a hang."""
+    tl.debug_barrier()  # every thread of this program has issued its stores
+    tl.atomic_add(count_ptr, 1, sem="release", scope="gpu")
+    arrived = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
+    failed = tl.atomic_add(error_ptr, 0, sem="relaxed", scope="gpu")
+    tries = 0
+    while (arrived < target) & (failed == 0):
+        arrived = tl.atomic_add(count_ptr, 0, sem="acquire", scope="gpu")
+        tries += 1
+        if tries >= SPIN_LIMIT:
+            failed = tl.atomic_xchg(error_ptr, 1, sem="relaxed", scope="gpu") + 1
+    tl.debug_barrier()

@@ -1,33 +1,54 @@
 """Launch configurations: one documented heuristic, overridable (tests force tiny tiles).
 
+STRATEGY (kernels/recurrence.py describes each): `config={"STRATEGY": ...}` first, else the
+environment variable FASTRNN_TRITON_STRATEGY (read at every call), else the heuristic: "split" for
+H >= SPLIT_MIN_H, where the rows grid would leave most of a GPU idle, "rows" below, where one
+program holds all of W_hh and the batch fills the grid. Under Triton's interpreter (CPU tensors) a
+grid barrier cannot work, so the heuristic's "split" becomes its twin "stepwise", and asking for
+"split" by name raises. On a GPU, a split grid that the compiled kernel's registers and shared
+memory cannot keep co-resident falls back to "stepwise" when the heuristic chose it and raises when
+it was asked for (kernels/recurrence.py, `run`).
+
 Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_80 / sm_90):
-- BLOCK_B, BLOCK_H, BLOCK_K >= 16: tl.dot's minimum tile on NVIDIA GPUs.
-- One program per BLOCK_B batch rows owns the whole hidden state of those rows for all T steps, so
-  programs never wait for each other. BLOCK_B = 16 for B <= 16, else 32.
-- BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64 for Elman.
-- BLOCK_K = 16 and 4 warps by default; TUNED below replaces them where ptxas (Triton 3.9's) would
-  otherwise keep a hoisted address or two on the stack (8-16 bytes, at 64-128 registers: not for
-  want of registers). `python -m fastrnn sweep` derives the table: per kind of kernel, the first
-  setting in fastrnn/sweep.py's CANDIDATES that compiles without a spill on sm_80 and sm_90 for
-  every flag setting (direction, lengths, relu, TF32). Rerun it when Triton changes.
-- W_RESIDENT: when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
+- BLOCK_B, BLOCK_H, BLOCK_K >= 16: tl.dot's minimum tile on NVIDIA GPUs; BLOCK_B = 1 (split at
+  B = 1) multiplies on the CUDA cores instead (kernels/common.py `dot`), and BLOCK_H may then be
+  smaller than 16.
+- rows: one program per BLOCK_B batch rows (16 for B <= 16, else 32) owns all of their hidden state
+  for all T steps. BLOCK_H = 32 for the LSTM (four [BLOCK_B, BLOCK_H] fp32 accumulators live), 64
+  for Elman. BLOCK_K = 16 and 4 warps by default; TUNED below replaces them where ptxas (Triton
+  3.9's) would otherwise keep a hoisted address or two on the stack. `python -m fastrnn sweep`
+  derives the table: per kind of kernel, the first setting in fastrnn/sweep.py's CANDIDATES that
+  compiles without a spill on sm_80 and sm_90 for every flag setting. Rerun it when Triton changes.
+  W_RESIDENT when all of W_hh is a single [BLOCK_K, G * BLOCK_H] tile of at most 16 KiB in
   fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
-  element), load it once before the time loop and keep it in registers; else stream it each step.
-  Not with a projection (the extra W_hr loop on top of resident tiles spills), nor for the LSTM
-  with BLOCK_B = 32 (fp16 spills there).
+  element); not with a projection, nor for the LSTM with BLOCK_B = 32 (both spill).
+- split / stepwise: BLOCK_B = 16 up to B = 16, 32 up to 32, else 64 (a batch tile's programs each
+  stream or hold their W slice: wider tiles mean fewer copies). BLOCK_H is the smallest power of
+  two that keeps the grid within one program per SM (SMS, or the device's count). A program's W
+  slice (forward: G gates x R x BLOCK_H; backward: G*H x BLOCK_H of R) stays on chip (W_RESIDENT,
+  in PIECES tiles of BLOCK_K = 256 rows of K) when it fits RESIDENT_SPLIT bytes: Triton keeps a
+  tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
+  registers (fp32, and BLOCK_B = 1).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
 `python -m fastrnn inspect` compiles what this returns over a grid of shapes and checks resources.
 """
+import os
+
 import torch
 import triton
 
 GATES = {"lstm": 4, "elman": 1}
-BLOCK_H = {"lstm": 32, "elman": 64}  # the widest H tile (see the docstring)
-RESIDENT_BYTES = 16 * 1024  # for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
-# (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys, for
-# streamed weights: the table `python -m fastrnn sweep` prints (see the module docstring).
+BLOCK_H = {"lstm": 32, "elman": 64}  # the widest H tile of rows (see the docstring)
+RESIDENT_BYTES = 16 * 1024  # rows, for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
+RESIDENT_SPLIT = {"mma": 112 * 1024, "fma": 32 * 1024}  # split: a W slice kept on chip (see above)
+SPLIT_MIN_H = 128
+SMS = 132  # an H100's SMs: the grid size the heuristic aims at when no GPU is there to ask
+STRATEGIES = ("rows", "split", "stepwise")
+ENV = "FASTRNN_TRITON_STRATEGY"
+# (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys of rows,
+# for streamed weights: the table `python -m fastrnn sweep` prints (see the module docstring).
 TUNED = {
     ("lstm", "fwd", False, "fp32", 16, False): dict(num_warps=8, BLOCK_K=16),
     ("lstm", "fwd", False, "16-bit", 32, False): dict(num_warps=8, BLOCK_K=16),
@@ -38,25 +59,64 @@ TUNED = {
     ("lstm", "fwd", True, "16-bit", 16, True): dict(num_warps=8, BLOCK_K=16),
     ("lstm", "bwd", True, "fp32", 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16),
 }
-KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K", "W_RESIDENT", "num_warps", "DOT_FP32", "PRECISION")
+KEYS = ("STRATEGY", "BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "num_warps", "num_stages",
+        "DOT_FP32", "PRECISION")
 
 
-def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False):
+def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False, directions=1):
     """Launch parameters for `cell` ('lstm' | 'elman'), `pass_` ('fwd' | 'bwd'), batch B,
-    hidden H, recurrent width R, weight `dtype` on `device`; `save`: an LSTM forward that stores
-    activations for backward. `override` replaces any key."""
+    hidden H, recurrent width R, weight `dtype` on `device`, `directions` in one launch; `save`: a
+    forward that stores activations for backward. `override` replaces any key. The result's
+    "FALLBACK" (not a launch key) says whether a split grid that cannot be co-resident may run as
+    stepwise instead."""
     interpret = torch.device(device).type == "cpu"
-    block_h = BLOCK_H[cell]
+    override = dict(override or {})
+    unknown = set(override) - set(KEYS) - {"FALLBACK"}
+    if unknown:
+        raise ValueError(f"unknown launch config key {sorted(unknown)}; known: {KEYS}")
+    strategy = override.get("STRATEGY") or os.environ.get(ENV) or None
+    chosen = strategy is None
+    if chosen:
+        strategy = "split" if H >= SPLIT_MIN_H else "rows"
+        if interpret and strategy == "split":
+            strategy = "stepwise"
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown triton strategy {strategy!r} (from config= or {ENV}); "
+                         f"choose one of {', '.join(STRATEGIES)}")
+    if strategy == "split" and interpret:
+        raise ValueError("the 'split' strategy needs a GPU: its grid barrier cannot work under Triton's "
+                         "interpreter, which runs programs one after another; use 'stepwise', the same "
+                         "kernel body with one launch per step")
     cfg = {
-        "BLOCK_B": 16 if B <= 16 else 32,
-        "BLOCK_H": min(block_h, max(16, triton.next_power_of_2(H))),
-        "BLOCK_K": 16,
-        "num_warps": 4,
         "DOT_FP32": interpret or dtype == torch.float32,
         "PRECISION": "ieee",
+        "num_warps": 4,
+        "num_stages": 3,  # Triton's default
     }
     if not interpret and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         cfg.update(DOT_FP32=False, PRECISION="tf32")
+    if strategy == "rows":
+        cfg.update(_rows(cell, pass_, B, H, R, dtype, save))
+    else:
+        cfg.update(_split(cell, pass_, B, H, R, dtype, device, directions, interpret))
+    cfg["STRATEGY"] = strategy
+    cfg.update(override)
+    K = R if pass_ == "fwd" else GATES[cell] * H  # the reduction a resident W slice covers
+    if cfg["W_RESIDENT"] and (cfg["PIECES"] * cfg["BLOCK_K"] < K or
+                              (strategy == "rows" and max(H, R) > cfg["BLOCK_H"])):
+        raise ValueError(f"W_RESIDENT needs PIECES * BLOCK_K >= {K} and, for rows, H and R <= BLOCK_H; "
+                         f"got H={H}, R={R}, {cfg}")
+    cfg.setdefault("FALLBACK", chosen and strategy == "split")
+    return cfg
+
+
+def _rows(cell, pass_, B, H, R, dtype, save):
+    cfg = {
+        "BLOCK_B": 16 if B <= 16 else 32,
+        "BLOCK_H": min(BLOCK_H[cell], max(16, triton.next_power_of_2(H))),
+        "BLOCK_K": 16,
+        "PIECES": 1,
+    }
     proj = R != H  # proj_size < hidden_size, so R == H exactly when the LSTM does not project
     resident = False
     if pass_ == "fwd" and not proj:
@@ -71,18 +131,40 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False
     if not resident:
         kind = "fp32" if dtype == torch.float32 else "16-bit"
         cfg.update(TUNED.get((cell, pass_, proj, kind, cfg["BLOCK_B"], save), {}))
-    if override:
-        unknown = set(override) - set(KEYS)
-        if unknown:
-            raise ValueError(f"unknown launch config keys {sorted(unknown)}; known: {KEYS}")
-        cfg.update(override)
-    if cfg["W_RESIDENT"] and (H > cfg["BLOCK_H"] or R > cfg["BLOCK_K"]):
-        raise ValueError(f"W_RESIDENT needs H <= BLOCK_H and R <= BLOCK_K, got H={H}, R={R}, {cfg}")
     return cfg
 
 
-def kernel_kwargs(cfg, pass_):
-    """The launch keywords a kernel takes from `cfg`: tiles, dot flags, num_warps, and (forward
-    kernels only) W_RESIDENT."""
-    keys = [k for k in KEYS if k != "W_RESIDENT" or pass_ == "fwd"]
-    return {k: cfg[k] for k in keys}
+def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
+    sms = SMS if interpret or not torch.cuda.is_available() else \
+        torch.cuda.get_device_properties(device).multi_processor_count
+    bb = 1 if B == 1 else 16 if B <= 16 else 32 if B <= 32 else 64
+    tiles = triton.cdiv(B, bb) * directions
+    bh = 1 if bb == 1 else 16
+    while bh < 64 and tiles * triton.cdiv(H, bh) > sms:
+        bh *= 2
+    gates, K = (GATES[cell], R) if pass_ == "fwd" else (1, GATES[cell] * H)
+    bk = min(256, max(16, triton.next_power_of_2(K)))
+    pieces = triton.cdiv(K, bk)
+    fma = bb == 1 or dtype == torch.float32
+    resident = gates * pieces * bk * bh * dtype.itemsize <= RESIDENT_SPLIT["fma" if fma else "mma"]
+    # A resident slice: num_stages=1, no software pipelining. The state a step reads exists only after
+    # the barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow
+    # shared memory. A streamed slice keeps Triton's default, which prefetches the weight tiles.
+    return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk if resident else 32, PIECES=pieces if resident else 1,
+                W_RESIDENT=resident, num_stages=1 if resident else 3, num_warps=8 if pass_ == "bwd" else 4)
+
+
+def kernel_kwargs(cfg):
+    """The launch keywords the kernels take from `cfg`: strategy, tiles, dot flags, num_warps."""
+    return {k: cfg[k] for k in KEYS}
+
+
+def programs_per_sm(regs, shared, num_warps, props):
+    """How many programs of a compiled kernel (registers per thread, shared memory bytes) one SM
+    holds at once, by the limits in `props` (torch.cuda.get_device_properties)."""
+    warp_regs = triton.cdiv(regs * 32, 256) * 256  # registers are allocated per warp, 256 at a time
+    limits = [props.max_threads_per_multi_processor // (32 * num_warps),
+              props.regs_per_multiprocessor // (warp_regs * num_warps)]
+    if shared:
+        limits.append(props.shared_memory_per_multiprocessor // shared)
+    return min(limits)

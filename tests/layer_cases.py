@@ -1,12 +1,22 @@
 """Shared by the kernel tests: random layer arguments and a comparison against the reference."""
 import contextlib
 
+import pytest
 import torch
 
 from fastrnn import reference
 from fastrnn.testing import assert_close, tolerances
 
 SMALL_TILES = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=False)
+
+
+@pytest.fixture(autouse=True, params=["rows", "stepwise"])
+def every_strategy(request, monkeypatch):
+    """Import it into a test module to run each of its tests on every strategy the interpreter
+    can run: rows, and stepwise, the split strategy's twin (the same kernel body, a launch per
+    sub-step). A config that names STRATEGY still wins."""
+    monkeypatch.setenv("FASTRNN_TRITON_STRATEGY", request.param)
+    return request.param
 
 
 @contextlib.contextmanager

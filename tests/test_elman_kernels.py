@@ -1,13 +1,21 @@
-"""kernels/elman.py through fastrnn.fused.elman_layer, against the float64 reference (interpreter on CPU)."""
+"""The Elman RNN on the kernel skeleton (kernels/recurrence.py) through fastrnn.fused, on every
+strategy the interpreter runs, against the float64 reference."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fastrnn import fused, reference
-from fastrnn.kernels.elman import elman_fwd
+from fastrnn.kernels.recurrence import forward
 from fastrnn.testing import assert_close
 
-from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
+from layer_cases import (
+    SMALL_TILES,
+    case_id,
+    check_bidirectional,
+    check_layer,
+    every_strategy,  # noqa: F401 (an autouse fixture)
+    layer_args,
+)
 from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -102,8 +110,8 @@ def test_outputs_are_fully_written(T, B, I, H, nonlinearity, D, lengths, config)
     xg = [F.linear(x, a[2], a[4] + a[5]).float() for a in per_dir]
     h0 = torch.stack([a[1] for a in per_dir]).float()
     out = torch.full((T, B, D * H), float("nan"))
-    h_n = elman_fwd(xg, [a[3].float() for a in per_dir], h0, None if lengths is None else lengths.int(), out,
-                    reverse=False, relu=nonlinearity == "relu", config=config)
+    h_n, _, _ = forward("elman", xg, [a[3].float() for a in per_dir], h0, None if lengths is None else lengths.int(),
+                        out, relu=nonlinearity == "relu", config=config)
     ref = [reference.elman_layer(x, *a[1:], nonlinearity=nonlinearity, reverse=d == 1, lengths=lengths)
            for d, a in enumerate(per_dir)]
     assert_close(out, torch.cat([r[0] for r in ref], dim=-1), name="out", dtype=F32, T=T)

@@ -1,14 +1,21 @@
-"""kernels/lstm.py through fastrnn.fused.lstm_layer, against the float64 reference (interpreter on CPU)."""
+"""The LSTM on the kernel skeleton (kernels/recurrence.py) through fastrnn.fused, on every strategy
+the interpreter runs, against the float64 reference."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fastrnn import fused, reference
-from fastrnn.kernels.config import KEYS, TUNED, launch_config
-from fastrnn.kernels.lstm import lstm_fwd
+from fastrnn.kernels.recurrence import forward
 from fastrnn.testing import assert_close
 
-from layer_cases import SMALL_TILES, case_id, check_bidirectional, check_layer, layer_args
+from layer_cases import (
+    SMALL_TILES,
+    case_id,
+    check_bidirectional,
+    check_layer,
+    every_strategy,  # noqa: F401 (an autouse fixture)
+    layer_args,
+)
 from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -86,29 +93,9 @@ def test_no_bias():
 
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "streamed"])
 def test_weight_residency_paths_agree(resident):
-    config = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=resident)
+    config = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, PIECES=4, W_RESIDENT=resident)  # 4 pieces: 4H rows (bwd)
     args = layer_args("lstm", 4, 3, 4, 16)
     check_layer(fused.lstm_layer, "lstm", args, F32, config=config)
-
-
-def test_heuristic_picks_residency_only_when_it_fits():
-    assert launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda")["W_RESIDENT"]
-    assert not launch_config("lstm", "fwd", 8, 64, 64, BF16, "cuda")["W_RESIDENT"]
-    assert launch_config("lstm", "fwd", 8, 16, 16, F32, "cuda")["W_RESIDENT"]
-    assert not launch_config("lstm", "fwd", 8, 32, 32, F32, "cuda")["W_RESIDENT"]
-    assert not launch_config("lstm", "fwd", 8, 1024, 1024, BF16, "cuda")["W_RESIDENT"]
-    assert not launch_config("lstm", "bwd", 8, 16, 16, F32, "cuda")["W_RESIDENT"]
-    with pytest.raises(ValueError, match="W_RESIDENT needs"):
-        launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda", override=dict(W_RESIDENT=True, BLOCK_H=32))
-
-
-def test_tuned_settings_apply_where_listed():
-    """TUNED (kernels/config.py) only replaces launch keys, and tells training from inference."""
-    assert all(set(settings) <= set(KEYS) - {"W_RESIDENT"} for settings in TUNED.values())
-    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda", save=True)["BLOCK_K"] == 32
-    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda")["BLOCK_K"] == 16
-    resident = launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda", save=True)
-    assert resident["W_RESIDENT"] and resident["num_warps"] == 4  # TUNED is for streamed weights
 
 
 def test_inference_path_without_saved_activations():
@@ -143,8 +130,8 @@ def test_outputs_are_fully_written(T, B, I, H, P, D, lengths, config):
     w_hh = [a[4].float() for a in per_dir]
     w_hr = [a[7].float() for a in per_dir] if P else None
     out = torch.full((T, B, D * R), float("nan"))
-    h_n, c_n, saved = lstm_fwd(xg, w_hh, w_hr, h0, c0, None if lengths is None else lengths.int(), out,
-                               reverse=False, save=True, config=config)
+    h_n, c_n, saved = forward("lstm", xg, w_hh, h0, None if lengths is None else lengths.int(), out, c0=c0,
+                              w_hr=w_hr, save=True, config=config)
     ref = [reference.lstm_layer(x, *a[1:], reverse=d == 1, lengths=lengths) for d, a in enumerate(per_dir)]
     assert_close(out, torch.cat([r[0] for r in ref], dim=-1), name="out", dtype=F32, T=T)
     assert_close(h_n, torch.stack([r[1] for r in ref]), name="h_n", dtype=F32, T=T)

@@ -1,0 +1,91 @@
+"""kernels/config.py: the launch heuristic, its overrides and the co-residency rule."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fastrnn.kernels.config import ENV, KEYS, SPLIT_MIN_H, TUNED, launch_config, programs_per_sm
+
+F32, BF16 = torch.float32, torch.bfloat16
+ROWS = dict(STRATEGY="rows")
+
+
+@pytest.fixture(autouse=True)
+def _no_strategy_from_the_environment(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+
+
+def test_rows_residency_only_when_it_fits():
+    def resident(pass_, H, dtype, **kw):
+        return launch_config("lstm", pass_, 8, H, H, dtype, "cuda", override=ROWS, **kw)["W_RESIDENT"]
+    assert resident("fwd", 32, BF16) and resident("fwd", 16, F32)
+    assert not resident("fwd", 64, BF16) and not resident("fwd", 32, F32) and not resident("bwd", 16, F32)
+    with pytest.raises(ValueError, match="W_RESIDENT needs"):
+        launch_config("lstm", "fwd", 8, 64, 64, F32, "cuda", override=dict(ROWS, W_RESIDENT=True, BLOCK_H=32))
+    with pytest.raises(ValueError, match="W_RESIDENT needs"):  # pieces that do not cover R
+        launch_config("lstm", "fwd", 8, 300, 300, BF16, "cuda", override=dict(W_RESIDENT=True, PIECES=1))
+
+
+def test_tuned_settings_apply_to_rows_where_listed():
+    """TUNED only replaces launch keys, and tells training from inference."""
+    assert all(set(settings) <= set(KEYS) - {"W_RESIDENT", "STRATEGY"} for settings in TUNED.values())
+    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda", override=ROWS, save=True)["BLOCK_K"] == 32
+    assert launch_config("lstm", "fwd", 8, 256, 256, BF16, "cuda", override=ROWS)["BLOCK_K"] == 16
+    resident = launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda", save=True)
+    assert resident["W_RESIDENT"] and resident["num_warps"] == 4  # TUNED is for streamed weights
+
+
+@pytest.mark.parametrize("B,H,dtype,programs", [
+    (16, 768, BF16, 48),   # (a) of the issue: one batch tile, 48 programs of 16 units
+    (64, 256, F32, 16),    # (b)
+    (256, 1024, BF16, 128),  # (c): 4 batch tiles of 64 x 32 tiles of 32 units
+    (1, 512, F32, 128),    # (d): one row, CUDA-core products, 4 units a program
+])
+def test_heuristic_splits_the_issue_shapes_across_the_gpu(B, H, dtype, programs):
+    cfg = launch_config("lstm", "fwd", B, H, H, dtype, "cuda")
+    assert cfg["STRATEGY"] == "split" and cfg["FALLBACK"]
+    grid = -(-H // cfg["BLOCK_H"]) * -(-B // cfg["BLOCK_B"])
+    assert grid == programs
+    assert cfg["BLOCK_B"] == (1 if B == 1 else min(64, max(16, B)))
+
+
+def test_split_keeps_the_w_slice_on_chip_at_shape_a():
+    for pass_, K in (("fwd", 768), ("bwd", 4 * 768)):
+        cfg = launch_config("lstm", pass_, 16, 768, 768, BF16, "cuda")
+        assert cfg["W_RESIDENT"] and cfg["PIECES"] * cfg["BLOCK_K"] == K  # 256-row pieces, no padding
+
+
+def test_rows_below_split_min_h():
+    assert launch_config("lstm", "fwd", 256, SPLIT_MIN_H // 2, SPLIT_MIN_H // 2, BF16, "cuda")["STRATEGY"] == "rows"
+
+
+def test_interpreter_runs_the_twin_and_refuses_split_by_name(monkeypatch):
+    assert launch_config("lstm", "fwd", 16, 768, 768, F32, "cpu")["STRATEGY"] == "stepwise"
+    with pytest.raises(ValueError, match="'stepwise'"):
+        launch_config("lstm", "fwd", 16, 768, 768, F32, "cpu", override=dict(STRATEGY="split"))
+    monkeypatch.setenv(ENV, "split")
+    with pytest.raises(ValueError, match="'stepwise'"):
+        launch_config("elman", "fwd", 16, 8, 8, F32, "cpu")
+
+
+def test_strategy_from_config_then_environment_then_heuristic(monkeypatch):
+    def strategy(**kw):
+        return launch_config("lstm", "fwd", 16, 768, 768, BF16, "cuda", **kw)["STRATEGY"]
+    assert strategy() == "split"
+    monkeypatch.setenv(ENV, "rows")  # read at every call
+    assert strategy() == "rows"
+    assert strategy(override=dict(STRATEGY="stepwise")) == "stepwise"
+    assert not launch_config("lstm", "fwd", 16, 768, 768, BF16, "cuda", override=dict(STRATEGY="split"))["FALLBACK"]
+    monkeypatch.setenv(ENV, "fastest")
+    with pytest.raises(ValueError, match="rows, split, stepwise"):
+        strategy()
+
+
+def test_programs_per_sm_takes_the_tightest_limit():
+    h100 = SimpleNamespace(max_threads_per_multi_processor=2048, regs_per_multiprocessor=65536,
+                           shared_memory_per_multiprocessor=228 * 1024)
+    assert programs_per_sm(regs=64, shared=0, num_warps=4, props=h100) == 8  # registers: 65536 / (64 * 128)
+    assert programs_per_sm(regs=32, shared=0, num_warps=4, props=h100) == 16  # threads: 2048 / 128
+    assert programs_per_sm(regs=64, shared=100 * 1024, num_warps=4, props=h100) == 2  # shared memory
+    assert programs_per_sm(regs=255, shared=0, num_warps=8, props=h100) == 1
+    assert programs_per_sm(regs=129, shared=0, num_warps=8, props=h100) == 1  # 129 regs allocate as 136

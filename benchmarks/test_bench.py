@@ -17,6 +17,8 @@ def test_bench(timed, case, impl, device):
     fn = bench.make_callables(case, device)[impl]
     timed.group = case.id
     timed.extra_info.update(case.as_dict())
+    if impl == "fastrnn":                     # the backend, and on triton the launch strategy per layer
+        timed.extra_info["strategy"] = bench.launch_strategies(case, device)
     if timed.disabled:                        # smoke run: one untimed call
         timed(fn)
         return

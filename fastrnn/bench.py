@@ -5,9 +5,12 @@ then times the same step on both: `infer` is a forward under no_grad, `train` a 
 backward with a fixed random cotangent. The timed callables synchronise the device inside, every
 callable is warmed up first (Triton compilation and autotuning stay out), and the samples of the
 implementations are interleaved so that drift in the machine's speed hits all of them alike.
-Reported times are medians. On CUDA torch.nn runs with TF32 off (fastrnn's accumulators are fp32)
-and the TF32-on cuDNN time is reported beside it; on CPU the reference backend's cost is reported
-for the cheap cases.
+Reported times are medians. torch.nn runs in the case's dtype. On CUDA it runs with TF32 off
+(fastrnn's accumulators are fp32) and, for fp32 cases, the TF32-on cuDNN time is reported beside
+it; which kernel torch.nn ran is recorded (`torch_nn_kernel`: bf16 RNNs reach cuDNN only in recent
+torch and cuDNN versions, elsewhere torch's native loop). On CPU the reference backend's cost is
+reported for the cheap cases. Every result says which backend fastrnn ran and, on triton, which
+launch strategy its forward (and backward, in train) took per layer.
 """
 import argparse
 import json
@@ -101,8 +104,9 @@ def _extra_baselines(case, device):
 
 
 def make_callables(case, device, *, backend="auto", reference=False):
-    """{name: zero-argument timed callable} for one case: 'torch.nn', 'fastrnn', then on CUDA
-    'torch.nn TF32' and installed extras, and 'reference' when asked."""
+    """{name: zero-argument timed callable} for one case: 'torch.nn', 'fastrnn' (both in the case's
+    dtype), then on CUDA 'torch.nn TF32' (fp32 cases) and installed extras, and 'reference' when
+    asked."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
@@ -113,12 +117,83 @@ def make_callables(case, device, *, backend="auto", reference=False):
            "fastrnn": _step(_fastrnn_module(case, base, backend), case, x, hx, grad, sync)}
     if cuda:
         fns = {name: _with_tf32(fn, False) for name, fn in fns.items()}
-        fns["torch.nn TF32"] = _with_tf32(_step(base, case, x, hx, grad, sync), True)
+        if case.dtype == "fp32":  # TF32 changes nothing in 16-bit: the same call timed twice
+            fns["torch.nn TF32"] = _with_tf32(_step(base, case, x, hx, grad, sync), True)
         for name, m in _extra_baselines(case, device).items():
             fns[name] = _with_tf32(_step(m, case, x, hx, grad, sync), False)
     if reference:
         fns["reference"] = _step(_fastrnn_module(case, base, "reference"), case, x, hx, grad, sync)
     return fns
+
+
+# --- what ran ----------------------------------------------------------------------------------
+_KERNEL_CELL = {"lstm": "lstm", "rnn": "elman"}       # registry cell -> kernels' cell
+_TORCH_MODE = {"lstm": "LSTM", "rnn": "RNN_TANH"}     # registry cell -> backends' mode
+
+
+def launch_strategies(case, device, backend="auto"):
+    """What fastrnn runs `case` on: {"backend": the concrete backend `backend` resolves to on
+    `device`, then `triton_strategies`' keys}, which are None (False) off triton."""
+    with torch.set_grad_enabled(case.mode == "train"):  # auto on CPU asks whether torch's op runs so
+        concrete = backends.resolve(backend, torch.empty(0, device=device, dtype=case.torch_dtype),
+                                    check=False, mode=_TORCH_MODE[case.cell])
+    if concrete != "triton":
+        return {"backend": concrete, "fwd": None, "bwd": None, "fallback": False}
+    return {"backend": concrete, **triton_strategies(case, device)}
+
+
+def triton_strategies(case, device):
+    """{"fwd": the triton launch strategy of each layer's forward, "bwd": of its backward (None
+    unless train), "fallback": whether a split may run as stepwise} for `case` on `device`.
+
+    Derived as the kernels derive it, from kernels/config.py's launch_config with the case's B, H,
+    R (= H: no case projects), dtype and directions on `device`, FASTRNN_TRITON_STRATEGY included.
+    A split the heuristic chose runs as stepwise when the GPU cannot hold its grid at once; that is
+    decided at launch (kernels/recurrence.py), so "fallback" can only say that it may happen."""
+    from .kernels.config import launch_config
+    cell, D, train = _KERNEL_CELL[case.cell], 2 if case.bidirectional else 1, case.mode == "train"
+    fallback = False
+
+    def per_layer(pass_):
+        nonlocal fallback
+        save = pass_ == "fwd" and train and cell == "lstm"  # the LSTM forward saves gates for backward
+        cfgs = [launch_config(cell, pass_, case.B, case.H, case.H, case.torch_dtype, device, save=save,
+                              directions=D) for _ in range(case.layers)]
+        fallback = fallback or any(c["FALLBACK"] for c in cfgs)
+        return [c["STRATEGY"] for c in cfgs]
+
+    fwd, bwd = per_layer("fwd"), per_layer("bwd") if train else None
+    return {"fwd": fwd, "bwd": bwd, "fallback": fallback}
+
+
+def strategy_text(plan):
+    """The table's cell: 'split' (forward), 'split/split' (forward/backward), layers that differ
+    joined by ',', '*' where a split may fall back to stepwise; '(aten)' and the like off triton."""
+    if plan["fwd"] is None:
+        return f"({plan['backend']})"
+    text = "/".join(",".join(dict.fromkeys(p)) for p in (plan["fwd"], plan["bwd"]) if p is not None)
+    return text + ("*" if plan["fallback"] else "")
+
+
+def torch_nn_kernel(fn):
+    """Which of torch's RNN kernels one call of `fn` reaches: 'cudnn', 'mkldnn' (oneDNN, CPU) or
+    'native' (torch's own loop over its fused cells)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Ops() as ops:
+        fn()
+    if "_cudnn_rnn" in ops.names:
+        return "cudnn"
+    return "mkldnn" if any(n.startswith("mkldnn_rnn") for n in ops.names) else "native"
 
 
 # --- timing ------------------------------------------------------------------------------------
@@ -169,8 +244,10 @@ def run_case(case, device, *, samples, min_sample_s, backend="auto", reference=F
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     result = {**case.as_dict(), "median_s": medians, "samples_s": times,
               "speedup": medians["torch.nn"] / medians["fastrnn"],
-              "noise": (q3 - q1) / statistics.median(ratios)}
+              "noise": (q3 - q1) / statistics.median(ratios),
+              "strategy": launch_strategies(case, device, backend)}
     if torch.device(device).type == "cuda":
+        result["torch_nn_kernel"] = torch_nn_kernel(fns["torch.nn"])
         result["peak_bytes"] = {name: peak_memory(fns[name], device) for name in ("torch.nn", "fastrnn")}
     return result
 
@@ -217,26 +294,28 @@ def at_parity(result, tol):
 
 
 def format_table(results, env, parity_tol):
-    cols = ["case", "torch.nn ms", "fastrnn ms", "speed-up", "noise"]
+    cols = ["case", "strategy", "torch.nn ms", "fastrnn ms", "speed-up", "noise"]
     extra = sorted({n for r in results for n in r["median_s"]} - {"torch.nn", "fastrnn"})
     cols += [f"{n} ms" for n in extra]
     cuda = env["device"] == "cuda"
     if cuda:
-        cols += ["torch.nn peak MiB", "fastrnn peak MiB"]
+        cols += ["torch.nn kernel", "torch.nn peak MiB", "fastrnn peak MiB"]
     rows = []
     for r in results:
         m = r["median_s"]
         flag = "" if at_parity(r, parity_tol) else " !"
-        row = [r["id"], _ms(m["torch.nn"]), _ms(m["fastrnn"]), f"{r['speedup']:.2f}x{flag}",
-               f"±{r['noise']:.0%}"]
+        row = [r["id"], strategy_text(r["strategy"]), _ms(m["torch.nn"]), _ms(m["fastrnn"]),
+               f"{r['speedup']:.2f}x{flag}", f"±{r['noise']:.0%}"]
         row += [_ms(m.get(n)) for n in extra]
         if cuda:
-            row += [f"{r['peak_bytes'][n] / 2**20:.1f}" for n in ("torch.nn", "fastrnn")]
+            row += [r["torch_nn_kernel"]] + [f"{r['peak_bytes'][n] / 2**20:.1f}" for n in ("torch.nn", "fastrnn")]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     head = f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, {env['threads']} threads"
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    legend = ("strategy: fastrnn's triton launch strategy, forward/backward (* a split that may run as "
+              "stepwise); (name): the backend fastrnn ran instead of triton")
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows] + [legend])
 
 
 def _progress(cases):
@@ -336,11 +415,13 @@ def add_arguments(parser):
 
 def _backend_problem(backend, device, cases):
     """Why `backend` cannot run `cases` on `device`, or None: asked before the timing, not after."""
-    for dtype in sorted({c.torch_dtype for c in cases}, key=str):
-        try:
+    try:
+        for dtype in sorted({c.torch_dtype for c in cases}, key=str):
             backends.resolve(backend, torch.empty(0, device=device, dtype=dtype))
-        except (backends.BackendError, ValueError) as exc:  # ValueError: a bad FASTRNN_BACKEND
-            return str(exc)
+        for case in cases:
+            launch_strategies(case, device, backend)
+    except (backends.BackendError, ValueError) as exc:  # a bad FASTRNN_BACKEND or FASTRNN_TRITON_STRATEGY
+        return str(exc)
     return None
 
 

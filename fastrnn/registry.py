@@ -3,7 +3,12 @@
 A case is one (cell, shape, layout, dtype, mode) point; its id reads like
 `lstm-T64-B16-H256-L1-uni-fp32-train` (plus `-packed` for a PackedSequence with varied lengths).
 The full grid is the product T x B x H x layers x directions x dtypes x modes for both cells, plus
-packed cases; `quick` is a 24-case subset a 2-core CPU runs in about 15 seconds.
+packed cases and, on CUDA, the anchor cases; `quick` is a 24-case subset a 2-core CPU runs in about
+15 seconds (on CUDA it adds bf16 and the anchor cases).
+
+Anchor (a): FlashRNN's published LSTM table is at B=16, H=768, T=1024. Its cases take I = H like
+every other case, in fp16 and bf16, both modes, on CUDA only (`--cases H768` picks them): a T=1024,
+H=768 case would dominate a CPU run, and torch's 16-bit CPU RNNs are no baseline.
 """
 import itertools
 from dataclasses import asdict, dataclass
@@ -16,7 +21,8 @@ BATCHES = (1, 16, 64, 256)
 HIDDENS = (64, 256, 1024)         # I = H everywhere
 LAYERS = (1, 2)
 MODES = ("infer", "train")        # infer: forward under no_grad; train: forward + backward
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GRID_DTYPES = ("fp32", "bf16")    # the grid's dtypes on CUDA (fp16 only in the anchor cases)
 
 
 @dataclass(frozen=True)
@@ -60,18 +66,29 @@ def _packed_cases(dtypes):
                 CELLS, (64, 512), (16, 64), (64, 256), ((1, False), (2, True)), dtypes, MODES)]
 
 
+def anchor_cases(device="cuda"):
+    """Anchor (a), FlashRNN's shape: LSTM T=1024, B=16, H=768 (I = H), fp16 and bf16, both modes;
+    none on CPU (see the module docstring)."""
+    if torch.device(device).type != "cuda":
+        return []
+    return [Case("lstm", 1024, 16, 768, 1, False, dt, mode)
+            for dt, mode in itertools.product(("fp16", "bf16"), MODES)]
+
+
 def full_grid(device="cuda"):
-    """Every case of the issue's grid; bf16 only on CUDA (torch's CPU RNNs in bf16 are no baseline)."""
-    dtypes = tuple(DTYPES) if torch.device(device).type == "cuda" else ("fp32",)
+    """Every case of the issue's grid, then the anchor cases; bf16 only on CUDA (torch's CPU RNNs
+    in bf16 are no baseline)."""
+    dtypes = GRID_DTYPES if torch.device(device).type == "cuda" else ("fp32",)
     grid = [Case(cell, T, B, H, layers, bi, dt, mode)
             for cell, T, B, H, layers, bi, dt, mode in itertools.product(
                 CELLS, SEQ_LENS, BATCHES, HIDDENS, LAYERS, (False, True), dtypes, MODES)]
-    return grid + _packed_cases(dtypes)
+    return grid + _packed_cases(dtypes) + anchor_cases(device)
 
 
 def quick(device="cpu"):
-    """A small subset: every cell, mode, layout and the packed case, at shapes a CPU runs fast."""
-    dtypes = ("fp32", "bf16") if torch.device(device).type == "cuda" else ("fp32",)
+    """A small subset: every cell, mode, layout and the packed case, at shapes a CPU runs fast; on
+    CUDA also in bf16, plus the anchor cases."""
+    dtypes = GRID_DTYPES if torch.device(device).type == "cuda" else ("fp32",)
     cases = []
     for cell, mode, dt in itertools.product(CELLS, MODES, dtypes):
         cases += [
@@ -82,7 +99,7 @@ def quick(device="cpu"):
             Case(cell, 64, 16, 64, 2, True, dt, mode),         # stacked, bidirectional
             Case(cell, 64, 16, 64, 2, True, dt, mode, packed=True),
         ]
-    return cases
+    return cases + anchor_cases(device)
 
 
 def select(cases, pattern=None, max_cases=None):

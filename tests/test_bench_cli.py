@@ -28,8 +28,25 @@ def test_registry_ids_unique_and_quick_is_a_subset():
         assert {c.id for c in registry.quick(device)} <= set(ids)
     # the issue's grid: 2 cells x 4 T x 4 B x 3 H x 2 layers x 2 directions x 2 modes, fp32 on CPU
     assert len([c for c in registry.full_grid("cpu") if not c.packed]) == 2 * 4 * 4 * 3 * 2 * 2 * 2
-    assert {c.dtype for c in registry.full_grid("cuda")} == {"fp32", "bf16"}
+    assert {c.dtype for c in registry.full_grid("cuda")} == {"fp32", "fp16", "bf16"}
     assert {c.dtype for c in registry.full_grid("cpu")} == {"fp32"}
+
+
+ANCHOR = {f"lstm-T1024-B16-H768-L1-uni-{dt}-{mode}" for dt in ("fp16", "bf16") for mode in ("infer", "train")}
+
+
+def test_registry_has_flashrnn_anchor_on_cuda_only():
+    """Anchor (a), FlashRNN's LSTM shape (I = H, as every case), in fp16 and bf16: in the full grid
+    and the quick set on CUDA, where fp16 appears nowhere else; never on CPU, whose quick run stays small."""
+    for grid in (registry.full_grid("cuda"), registry.quick("cuda")):
+        assert ANCHOR <= {c.id for c in grid}
+        assert {c.id for c in grid if c.dtype == "fp16"} == {i for i in ANCHOR if "fp16" in i}
+    anchor = next(c for c in registry.quick("cuda") if c.id in ANCHOR and c.dtype == "fp16")
+    assert anchor.torch_dtype == torch.float16
+    for grid in (registry.full_grid("cpu"), registry.quick("cpu")):
+        assert not {c.id for c in grid} & ANCHOR
+    quick_cpu = registry.quick("cpu")
+    assert len(quick_cpu) == 24 and max(c.T * c.H for c in quick_cpu) <= 512 * 64
 
 
 def test_case_id_and_lengths():
@@ -48,6 +65,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
     assert status == 0
     text = capsys.readouterr().out
     assert "torch.nn ms" in text and "fastrnn ms" in text and "speed-up" in text
+    assert "strategy" in text.splitlines()[1] and "(aten)" in text   # auto on CPU runs torch's kernels
     data = json.loads(out.read_text())
     assert data["environment"]["device"] == "cpu"
     assert data["environment"]["torch"] == torch.__version__
@@ -59,6 +77,7 @@ def test_cli_writes_table_and_json(tmp_path, capsys):
         assert r["median_s"]["reference"] > 0          # T1-B16-H256 is a cheap case
         assert len(r["samples_s"]["fastrnn"]) == 2 and r["noise"] >= 0
         assert r["id"] in text
+        assert r["strategy"] == {"backend": "aten", "fwd": None, "bwd": None, "fallback": False}
 
 
 def test_cli_packed_case_runs(tmp_path):
@@ -196,7 +215,8 @@ def test_library_guards_behind_the_cli():
 
 def test_cli_threads_apply_to_the_run_and_are_restored(tmp_path, monkeypatch):
     seen, before = [], torch.get_num_threads()
-    fake = {"id": "fake", "median_s": {"torch.nn": 1.0, "fastrnn": 1.0}, "speedup": 1.0, "noise": 0.0}
+    fake = {"id": "fake", "median_s": {"torch.nn": 1.0, "fastrnn": 1.0}, "speedup": 1.0, "noise": 0.0,
+            "strategy": {"backend": "aten", "fwd": None, "bwd": None, "fallback": False}}
     monkeypatch.setattr(bench, "run_case", lambda *a, **k: seen.append(torch.get_num_threads()) or fake)
     from fastrnn.__main__ import main
     assert main(["bench", *QUICK, "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
@@ -222,3 +242,82 @@ def test_python_m_fastrnn_bench_is_wired(tmp_path, capsys):
                  "--json", str(out)]) == 0
     assert "rnn-T1-B16-H256-L1-uni-fp32-infer" in capsys.readouterr().out
     assert json.loads(out.read_text())["results"][0]["id"] == "rnn-T1-B16-H256-L1-uni-fp32-infer"
+
+
+# --- which launch strategy the triton backend takes, and which kernel torch.nn runs -------------
+def _case(case_id):
+    return next(c for c in registry.full_grid("cuda") if c.id == case_id)
+
+
+@pytest.mark.parametrize("case_id, device, fwd, bwd, text", [
+    # on a GPU the heuristic splits H >= 128 (a split that may fall back to stepwise at launch)
+    ("lstm-T1024-B16-H768-L1-uni-bf16-train", "cuda", ["split"], ["split"], "split/split*"),
+    ("lstm-T1024-B16-H768-L1-uni-fp16-infer", "cuda", ["split"], None, "split*"),
+    ("rnn-T64-B16-H64-L2-bi-fp32-train", "cuda", ["rows", "rows"], ["rows", "rows"], "rows/rows"),
+    # under the interpreter split's twin, stepwise
+    ("lstm-T1024-B16-H768-L1-uni-fp16-train", "cpu", ["stepwise"], ["stepwise"], "stepwise/stepwise"),
+    ("rnn-T64-B1-H64-L1-uni-fp32-infer", "cpu", ["rows"], None, "rows"),
+])
+def test_triton_strategies_follow_launch_config(case_id, device, fwd, bwd, text):
+    plan = bench.triton_strategies(_case(case_id), device)
+    assert (plan["fwd"], plan["bwd"]) == (fwd, bwd)
+    assert bench.strategy_text({"backend": "triton", **plan}) == text
+
+
+@pytest.fixture
+def rows_strategy(monkeypatch):
+    monkeypatch.setenv("FASTRNN_TRITON_STRATEGY", "rows")
+
+
+def test_triton_strategies_follow_the_environment(rows_strategy):
+    plan = bench.triton_strategies(_case("lstm-T1024-B16-H768-L1-uni-bf16-train"), "cuda")
+    assert plan == {"fwd": ["rows"], "bwd": ["rows"], "fallback": False}
+
+
+def test_launch_strategies_off_triton_name_the_backend():
+    case = _case("rnn-T64-B16-H64-L2-bi-fp32-train")
+    plan = bench.launch_strategies(case, "cpu", "reference")
+    assert plan == {"backend": "reference", "fwd": None, "bwd": None, "fallback": False}
+    assert bench.strategy_text(plan) == "(reference)"
+    assert bench.launch_strategies(case, "cpu", "triton")["fwd"] == ["rows", "rows"]
+
+
+def test_cli_shows_the_triton_strategy(tmp_path, monkeypatch, capsys):
+    """--backend triton on CPU: the table's strategy column and the JSON's field (timing stubbed:
+    the interpreter is slow, and what is checked here is the reporting)."""
+    monkeypatch.setattr(bench, "make_callables", lambda *a, **k: {"torch.nn": lambda: None, "fastrnn": lambda: None})
+    out = tmp_path / "b.json"
+    assert _run([*QUICK, "--device", "cpu", "--backend", "triton", "--json", str(out)]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rnn-T1-B16")]
+    assert row.split()[1] == "stepwise"          # H=256: the heuristic's split, as stepwise on CPU
+    [result] = json.loads(out.read_text())["results"]
+    assert result["strategy"] == {"backend": "triton", "fwd": ["stepwise"], "bwd": None, "fallback": False}
+
+
+@pytest.fixture
+def split_strategy(monkeypatch):
+    monkeypatch.setenv("FASTRNN_TRITON_STRATEGY", "split")
+
+
+def test_cli_rejects_a_strategy_that_cannot_run_here(capsys, no_timing, split_strategy):
+    message = usage_error(capsys, *QUICK, "--device", "cpu", "--backend", "triton")
+    assert message.startswith("--backend triton: the 'split' strategy needs a GPU")
+
+
+@pytest.mark.parametrize("cell, dtype, kernel", [("lstm", torch.float32, "mkldnn"), ("rnn", torch.bfloat16, "native")])
+def test_torch_nn_kernel_names_the_kernel_that_ran(cell, dtype, kernel):
+    if kernel == "mkldnn" and not torch.backends.mkldnn.is_available():
+        kernel = "native"
+    m = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(8, 8).to(dtype)
+    x = torch.randn(3, 2, 8, dtype=dtype)
+    assert bench.torch_nn_kernel(lambda: m(x)) == kernel
+
+
+@pytest.mark.parametrize("case_id", sorted(ANCHOR))
+def test_torch_nn_runs_in_the_case_dtype(case_id):
+    """cuDNN (torch.nn) is timed in the case's dtype, as fastrnn is (built here on CPU: same code)."""
+    case = _case(case_id)
+    base = bench._torch_module(case, "meta")
+    assert {p.dtype for p in base.parameters()} == {case.torch_dtype}
+    assert {t.dtype for t in bench._inputs(case, "meta")[:2] for t in (t if isinstance(t, tuple) else (t,))} == \
+        {case.torch_dtype}

@@ -1,4 +1,4 @@
-"""fastrnn: fused Triton kernels for the Elman RNN and LSTM, as a drop-in for torch.nn.
+"""fastrnn: fused Triton kernels for the Elman RNN, LSTM and GRU, as a drop-in for torch.nn.
 
 The public names load on first use (PEP 562): `import fastrnn` imports neither torch nor Triton,
 so the pytest plugin that pip registers (fastrnn.testing.plugin) costs nothing in test runs that
@@ -14,8 +14,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "BACKENDS": ("backends", "BACKENDS"),
     "BackendError": ("backends", "BackendError"),
+    "GRU": ("modules", "GRU"),
     "LSTM": ("modules", "LSTM"),
     "RNN": ("modules", "RNN"),
+    "GRUCell": ("cells", "GRUCell"),
     "LSTMCell": ("cells", "LSTMCell"),
     "RNNCell": ("cells", "RNNCell"),
     "convert": ("convert", "convert"),
@@ -24,8 +26,8 @@ _EXPORTS = {
     "rnn_stack": ("functional", "rnn_stack"),
 }
 
-__all__ = ["BACKENDS", "LSTM", "RNN", "BackendError", "LSTMCell", "RNNCell", "convert", "reference",
-           "rnn_stack", "to_torch"]
+__all__ = ["BACKENDS", "GRU", "LSTM", "RNN", "BackendError", "GRUCell", "LSTMCell", "RNNCell", "convert",
+           "reference", "rnn_stack", "to_torch"]
 
 
 def _load(namespace, exports, name):

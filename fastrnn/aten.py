@@ -27,15 +27,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import cellspec
 from .transforms import call, first_order, transformable
 
 __all__ = ["run_stack", "layer_directions", "traced"]
 
-# Looked up once: torch._VF resolves names through a Python __getattr__ on every access.
-_VF_FUNCS = {"RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm}
+# mode -> (its cell, its _VF function), looked up once: torch._VF resolves names through a Python
+# __getattr__ on every access.
+_VF_FUNCS = {mode: (cell, cellspec.vf(name)) for cell in cellspec.CELLS for mode, name in cell.modes.items()}
 
 
-def _flat_params(weights, is_lstm):
+def _flat_params(weights):
     """Flatten per-(layer, direction) weight tuples into _VF's flat list.
 
     weights: tuples (w_ih, w_hh, b_ih, b_hh[, w_hr]). Returns (params, has_biases). _VF wants
@@ -53,7 +55,7 @@ def _flat_params(weights, is_lstm):
             rows = w_hh.shape[0]
             params.append(b_ih if b_ih is not None else w_hh.new_zeros(rows))
             params.append(b_hh if b_hh is not None else w_hh.new_zeros(rows))
-        w_hr = w[4] if is_lstm and len(w) > 4 else None
+        w_hr = w[4] if len(w) > 4 else None
         if w_hr is not None:
             # _VF spots a projection by h0 and c0 having different widths, so R must be < H.
             if w_hr.shape[0] >= w_hr.shape[1]:
@@ -65,8 +67,8 @@ def _flat_params(weights, is_lstm):
 def _call(mode, x, hx, params, has_biases, num_layers, dropout, training, bidirectional, batch_sizes=None):
     """One _VF call. x: [T, B, I] (or packed data [N, I] with batch_sizes); hx: a tuple of
     [L*D, B, *] states. Returns (out, h_n) or (out, h_n, c_n)."""
-    fn = _VF_FUNCS[mode]
-    state = hx if mode == "LSTM" else hx[0]
+    cell, fn = _VF_FUNCS[mode]
+    state = cell.hx(hx)
     if batch_sizes is None:
         return fn(x, state, params, has_biases, num_layers, dropout, training, bidirectional, False)
     return fn(x, batch_sizes, state, params, has_biases, num_layers, dropout, training, bidirectional)
@@ -114,19 +116,18 @@ def run_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
               lengths=None):
     """Every layer and direction in one _VF call; `functional.rnn_stack`'s contract.
 
-    x: [T, B, I]; hx: h0 [L*D, B, R] for RNN modes, (h0 [L*D, B, R], c0 [L*D, B, H]) for 'LSTM';
-    weights: L*D tuples in torch.nn's order (w_ih, w_hh, b_ih, b_hh[, w_hr]); lengths: [B] or None.
-    Returns (out [T, B, D*R], h_n [L*D, B, R]) for RNNs, (out, (h_n, c_n [L*D, B, H])) for LSTM.
-    Dropout is _VF's own (training only, between layers), as in torch.nn.
+    x: [T, B, I]; hx: h0 [L*D, B, R] ('RNN_TANH', 'RNN_RELU', 'GRU') or (h0 [L*D, B, R],
+    c0 [L*D, B, H]) ('LSTM'); weights: L*D tuples in torch.nn's order (w_ih, w_hh, b_ih, b_hh[, w_hr]);
+    lengths: [B] or None. Returns (out [T, B, D*R], h_n [L*D, B, R]), for the LSTM
+    (out, (h_n, c_n [L*D, B, H])). Dropout is _VF's own (training only, between layers), as in torch.nn.
     """
     if mode not in _VF_FUNCS:
         raise ValueError(f"Unknown mode '{mode}'")
-    is_lstm = mode == "LSTM"
-    params, has_biases = _flat_params(weights, is_lstm)
-    states = tuple(hx) if is_lstm else (hx,)
-    out, final = _run(mode, x, states, params, has_biases, num_layers, float(dropout), bool(training),
-                      bool(bidirectional), lengths)
-    return (out, final) if is_lstm else (out, final[0])
+    cell = _VF_FUNCS[mode][0]
+    params, has_biases = _flat_params(weights)
+    out, final = _run(mode, x, cell.states_of(hx), params, has_biases, num_layers, float(dropout),
+                      bool(training), bool(bidirectional), lengths)
+    return out, cell.hx(final)
 
 
 # --- the same calls as one opaque op per layer: under torch.compile and torch.func.vmap -------------
@@ -144,15 +145,14 @@ def _layer(x, h0, c0, weights, mode, lengths, for_vjp=False):
     `for_vjp`: the call torch.func.vjp differentiates in the backward op. oneDNN keeps what its
     backward needs only in training mode (no dropout here, so nothing else changes), and the packed
     _VF call cannot read functorch's wrapped tensors, so variable lengths run by length instead."""
-    is_lstm = mode == "LSTM"
-    params, has_biases = _flat_params(weights, is_lstm)
-    hx = (h0, c0) if is_lstm else (h0,)
+    params, has_biases = _flat_params(weights)
+    hx = (h0,) if c0 is None else (h0, c0)
     D = len(weights)
     if for_vjp and lengths is not None:
         out, states = _by_length(mode, x, hx, params, has_biases, D == 2, lengths)
     else:
         out, states = _run(mode, x, hx, params, has_biases, 1, 0.0, for_vjp, D == 2, lengths)
-    return out, states[0], states[1] if is_lstm else None
+    return out, states[0], None if c0 is None else states[1]
 
 
 def _by_length(mode, x, hx, params, has_biases, bidirectional, lengths):

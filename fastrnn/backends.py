@@ -16,11 +16,13 @@ import os
 
 import torch
 
+from . import cellspec
+
 BACKENDS = ("auto", "reference", "triton", "aten")
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # What `mode` names: torch.nn's RNNBase modes, then the cells (torch.nn's class names).
-LAYER_MODES = ("RNN_TANH", "RNN_RELU", "LSTM")
-CELL_MODES = ("RNNCell", "LSTMCell")
+LAYER_MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+CELL_MODES = ("RNNCell", "LSTMCell", "GRUCell")
 MODES = LAYER_MODES + CELL_MODES
 
 
@@ -131,22 +133,17 @@ def _run_tiny(mode, dtype, autocast_dtype, grad):
     def full(*shape):
         return torch.full(shape, 0.1, dtype=dtype, device="cpu", requires_grad=grad)  # whatever the default device
 
-    G = 4 if "LSTM" in mode else 1
+    cell = cellspec.of(mode)
+    G = cell.gates
     with _disable_current_modes(), torch.autocast(
             "cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         params = [full(G * 2, 2), full(G * 2, 2), full(G * 2), full(G * 2)]
         if mode in CELL_MODES:
-            x, h = full(1, 2), full(1, 2)
-            if mode == "LSTMCell":
-                outs = list(torch._VF.lstm_cell(x, (h, full(1, 2)), *params))
-            else:
-                outs = [torch._VF.rnn_tanh_cell(x, h, *params)]
+            x, hx = full(1, 2), cell.hx([full(1, 2) for _ in cell.states])
+            outs = list(cell.states_of(cellspec.vf(cell.cell_vf)(x, hx, *params)))
         else:
-            x, h = full(2, 1, 2), full(1, 1, 2)
-            if mode == "LSTM":
-                fn, hx = torch._VF.lstm, (h, full(1, 1, 2))
-            else:
-                fn, hx = (torch._VF.rnn_tanh if mode == "RNN_TANH" else torch._VF.rnn_relu), h
+            x, hx = full(2, 1, 2), cell.hx([full(1, 1, 2) for _ in cell.states])
+            fn = cellspec.vf(cell.modes[mode])
             outs = [fn(x, hx, params, True, 1, 0.0, train, False, False)[0] for train in (True, False)]
         if grad:
             torch.autograd.grad([o.float().sum() for o in outs], [x, *params], allow_unused=True)

@@ -1,8 +1,9 @@
-"""Drop-in `torch.nn.RNNCell` and `torch.nn.LSTMCell` that run one step through `rnn_stack`.
+"""Drop-in `torch.nn.RNNCell`, `LSTMCell` and `GRUCell` that run one step through `rnn_stack`.
 
 A cell is a one-step, one-layer recurrence, so it goes through the same path as the modules
-(T = 1), and a backend's forward kernel serves cells too; on the "aten" backend (the CPU default)
-a cell runs torch.nn's own forward. Construction, parameters and repr are
+(T = 1), and a backend's forward kernel serves cells too (the cell's `fused.<cell>_directions` on
+"triton", reached through rnn_stack); on the "aten" backend (the CPU default) a cell runs torch.nn's
+own forward. Construction, parameters and repr are
 torch's (the classes subclass torch's); forward repeats torch's checks with torch's messages.
 
 Shape letters: B batch, I input size, H hidden size.
@@ -11,16 +12,16 @@ import copy
 
 import torch
 
-from . import aten
+from . import aten, cellspec
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
 from .functional import check_weights, rnn_stack
 
-__all__ = ["RNNCell", "LSTMCell"]
+__all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
 
 class _CellMixin:
-    """Checks and the one-step run shared by both cells; precedes torch's class in the MRO."""
+    """Checks and the one-step run shared by the cells; precedes torch's class in the MRO."""
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -78,11 +79,30 @@ class _CellMixin:
     def _step(self, mode, x, hx, weights):
         """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n)).
         Under autocast rnn_stack runs in the autocast dtype, as torch's cells do their GEMMs."""
-        check_weights(x, [weights], gates=4 if mode == "LSTM" else 1, hidden_size=self.hidden_size,
+        check_weights(x, [weights], gates=cellspec.of(mode).gates, hidden_size=self.hidden_size,
                       recurrent_size=self.hidden_size, bidirectional=False, batch=x.shape[0],
                       names=lambda layer, d, kind: kind)
         return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
                          backend=self.backend)
+
+    def _one_state_forward(self, input, hx):
+        """forward of a cell whose only state is h (RNNCell, GRUCell), after torch's checks in
+        torch's order; `self._mode()` is the rnn_stack mode it runs."""
+        x, is_batched = self._batch_input(input)
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"{self._get_name()}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        if hx is None:
+            hx = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        mode = self._mode()
+        self._check_input(x)
+        self._check_state(x, hx, 0)
+        self._check_dtypes(x, hx)
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        _, h_n = self._step(mode, x, hx[None], weights)
+        h = h_n[0]
+        return h if is_batched else h.squeeze(0)
 
 
 class RNNCell(_CellMixin, torch.nn.RNNCell):
@@ -104,23 +124,12 @@ class RNNCell(_CellMixin, torch.nn.RNNCell):
         """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
         if self._runs_torch_forward(input, hx, "RNNCell"):
             return super().forward(input, hx)
-        x, is_batched = self._batch_input(input)
-        if hx is not None and hx.dim() not in (1, 2):
-            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
-        if hx is None:
-            hx = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
-        elif not is_batched:
-            hx = hx.unsqueeze(0)
+        return self._one_state_forward(input, hx)
+
+    def _mode(self):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        self._check_input(x)
-        self._check_state(x, hx, 0)
-        self._check_dtypes(x, hx)
-        mode = "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, h_n = self._step(mode, x, hx[None], weights)
-        h = h_n[0]
-        return h if is_batched else h.squeeze(0)
+        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
 
 
 class LSTMCell(_CellMixin, torch.nn.LSTMCell):
@@ -167,3 +176,27 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
             dtype = torch.promote_types(torch.get_autocast_dtype("cpu"), c0.dtype)
             h, c = h.to(dtype), c.to(dtype)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(_CellMixin, torch.nn.GRUCell):
+    """torch.nn.GRUCell with fastrnn's forward.
+
+    GRUCell(input_size, hidden_size, bias=True, device=None, dtype=None, *, backend='auto')
+    """
+
+    _torch_class = torch.nn.GRUCell
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *,
+                 backend="auto"):
+        check_backend_name(backend)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self.backend = backend
+
+    def forward(self, input, hx=None):
+        """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
+        if self._runs_torch_forward(input, hx, "GRUCell"):
+            return super().forward(input, hx)
+        return self._one_state_forward(input, hx)
+
+    def _mode(self):
+        return "GRU"

@@ -7,18 +7,18 @@ optimizer built before `convert` therefore keeps training the same tensors.
 import torch
 
 from .backends import check_backend_name
-from .cells import LSTMCell, RNNCell
-from .modules import LSTM, RNN
+from .cells import GRUCell, LSTMCell, RNNCell
+from .modules import GRU, LSTM, RNN
 
 __all__ = ["convert", "to_torch"]
 
-_TO_FAST = {torch.nn.RNN: RNN, torch.nn.LSTM: LSTM, torch.nn.RNNCell: RNNCell,
-            torch.nn.LSTMCell: LSTMCell}
+_TO_FAST = {torch.nn.RNN: RNN, torch.nn.LSTM: LSTM, torch.nn.GRU: GRU, torch.nn.RNNCell: RNNCell,
+            torch.nn.LSTMCell: LSTMCell, torch.nn.GRUCell: GRUCell}
 _TO_TORCH = {fast: torch_cls for torch_cls, fast in _TO_FAST.items()}
 
 
 def convert(model, backend="auto"):
-    """Make every torch.nn.RNN / LSTM / RNNCell / LSTMCell in `model` (the model itself included)
+    """Make every torch.nn.RNN / LSTM / GRU / RNNCell / LSTMCell / GRUCell in `model` (the model itself included)
     a fastrnn module running on `backend`; returns `model`.
 
     Only those exact classes are swapped: a user's subclass may override forward, so it is left
@@ -35,7 +35,7 @@ def convert(model, backend="auto"):
 
 
 def to_torch(model):
-    """Undo `convert`: every fastrnn RNN / LSTM / RNNCell / LSTMCell in `model` becomes the
+    """Undo `convert`: every fastrnn RNN / LSTM / GRU / RNNCell / LSTMCell / GRUCell in `model` becomes the
     torch.nn class again (same object, same Parameters); returns `model`."""
     for module in model.modules():
         torch_cls = _TO_TORCH.get(type(module))

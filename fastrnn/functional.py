@@ -3,15 +3,16 @@
 This is the one place that knows about layers, directions and inter-layer dropout; the modules
 call it (on the "reference" and "triton" backends; on "aten" they run torch.nn's own forward unless
 traced or vmapped), and it runs one layer at a time: on "triton" one launch per layer whatever its
-directions (`fused.elman_directions` / `lstm_directions`), on "reference" one `elman_layer` /
-`lstm_layer` per direction, on "aten" one `_VF` call for the whole stack (one opaque op per layer
-when torch.compile traces it or vmap batches it: see fastrnn/aten.py).
+directions (the cell's `fused.<cell>_directions`), on "reference" the cell's reference layer per
+direction, on "aten" one `_VF` call for the whole stack (one opaque op per layer when
+torch.compile traces it or vmap batches it: see fastrnn/aten.py). What differs between cells is
+read from their description (fastrnn/cellspec.py).
 """
 import torch
 import torch.nn.functional as F
 
-from . import aten, reference
-from .backends import autocast_active, resolve
+from . import aten, cellspec
+from .backends import BackendError, autocast_active, resolve
 from .errors import scalar_name
 
 
@@ -19,13 +20,14 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
               lengths=None, backend="auto"):
     """Run a stack of recurrent layers.
 
-    x: [T, B, I] (time-major); hx: h0 [L*D, B, R] for RNN modes, (h0 [L*D, B, R], c0 [L*D, B, H])
-    for 'LSTM'; weights: one tuple per layer and direction, in torch.nn's order
-    (layer-major, forward then reverse), each (w_ih, w_hh, b_ih, b_hh) for RNNs and
-    (w_ih, w_hh, b_ih, b_hh, w_hr) for the LSTM, with None for absent biases / projection;
-    mode: 'RNN_TANH', 'RNN_RELU' or 'LSTM'; lengths: [B] int64 or None (every sequence T long).
+    x: [T, B, I] (time-major); hx: h0 [L*D, B, R] for the Elman RNN and the GRU,
+    (h0 [L*D, B, R], c0 [L*D, B, H]) for the LSTM; weights: one tuple per layer and direction, in
+    torch.nn's order (layer-major, forward then reverse), each (w_ih, w_hh, b_ih, b_hh) for the
+    Elman RNN and the GRU and (w_ih, w_hh, b_ih, b_hh, w_hr) for the LSTM, with None for absent
+    biases / projection; mode: 'RNN_TANH', 'RNN_RELU', 'LSTM' or 'GRU'; lengths: [B] int64 or None
+    (every sequence T long). R = H unless the LSTM projects.
 
-    Returns (out [T, B, D*R], h_n [L*D, B, R]) for RNNs, (out, (h_n, c_n [L*D, B, H])) for LSTM.
+    Returns (out [T, B, D*R], h_n [L*D, B, R]), or (out, (h_n, c_n [L*D, B, H])) for the LSTM.
     Dropout (training only) applies to every layer's output but the last; h_n / c_n come before it.
     Under autocast the whole recurrence runs in autocast's dtype, as torch.nn's RNNs do: x, hx and
     the weights are cast once here, and the backend runs with autocast off.
@@ -37,33 +39,29 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
             return rnn_stack(x, hx, weights, mode=mode, num_layers=num_layers, bidirectional=bidirectional,
                              dropout=dropout, training=training, lengths=lengths, backend=backend)
     concrete = resolve(backend, x, mode=mode)
-    is_lstm = mode == "LSTM"
-    h0, c0 = hx if is_lstm else (hx, None)
-    check_weights(x, weights, gates=4 if is_lstm else 1, hidden_size=(c0 if is_lstm else h0).shape[-1],
-                  recurrent_size=h0.shape[-1], bidirectional=bidirectional, batch=h0.shape[1])
+    cell = cellspec.of(mode)
+    states = cell.states_of(hx)
+    # the last state is H wide (c for the LSTM, whose h may be projected to R; else h)
+    check_weights(x, weights, gates=cell.gates, hidden_size=states[-1].shape[-1],
+                  recurrent_size=states[0].shape[-1], bidirectional=bidirectional, batch=states[0].shape[1])
     if lengths is not None and not torch.compiler.is_compiling():  # a value check: not while tracing
         _check_lengths(lengths, x.shape[0], x.shape[1])
-    if concrete == "aten" and not aten.traced(x, h0, c0, *(w for ws in weights for w in ws)):
+    if concrete == "aten" and not aten.traced(x, *states, *(w for ws in weights for w in ws)):
         # one _VF call for the whole stack, as torch.nn makes it
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
                               bidirectional=bidirectional, dropout=dropout, training=training,
                               lengths=lengths)
-    elman, lstm = _layer_ops(concrete)
+    layer_op = _layer_op(concrete, cell, mode)
     D = 2 if bidirectional else 1
-    nonlinearity = "relu" if mode == "RNN_RELU" else "tanh"
-    layer_in, h_n, c_n = x, [], []
+    layer_in, finals = x, [[] for _ in states]
     for layer in range(num_layers):
         ks = slice(layer * D, (layer + 1) * D)
-        if is_lstm:
-            layer_in, h, c = lstm(layer_in, h0[ks], c0[ks], weights[ks], lengths=lengths)
-            c_n.append(c)
-        else:
-            layer_in, h = elman(layer_in, h0[ks], weights[ks], nonlinearity=nonlinearity, lengths=lengths)
-        h_n.append(h)
+        layer_in, *ends = layer_op(layer_in, tuple(s[ks] for s in states), weights[ks], lengths)
+        for final, end in zip(finals, ends):
+            final.append(end)
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = F.dropout(layer_in, p=dropout, training=True)
-    h_n = torch.cat(h_n)
-    return (layer_in, (h_n, torch.cat(c_n))) if is_lstm else (layer_in, h_n)
+    return layer_in, cell.hx([torch.cat(final) for final in finals])
 
 
 def _check_lengths(lengths, T, B):
@@ -144,36 +142,31 @@ def check_weights(x, weights, *, gates, hidden_size, recurrent_size, bidirection
                 raise RuntimeError(f"Expected {names(layer, d, kind)} of shape {want}, got {tuple(t.shape)}")
 
 
-def _layer_ops(concrete):
-    """(elman, lstm) of a backend: all directions of one layer, with `fused.elman_directions` /
-    `lstm_directions`'s signature (h0 [D, B, R], c0 [D, B, H], one weight tuple per direction)
-    -> (out [T, B, D*R], h_n [D, B, R][, c_n [D, B, H]]). "triton" runs them in one launch, "aten"
-    (traced or vmapped only) in one opaque op; the reference runs its one-direction ops in turn and
+def _layer_op(concrete, cell, mode):
+    """One layer in all its directions on a backend: op(x [T, B, I], states (one [D, B, *] tensor
+    per state of `cell`), weights (one tuple per direction), lengths) -> (out [T, B, D*R], *states
+    [D, B, *]). "triton" runs them in one launch (`fused.<cell>_directions`), "aten" (traced or
+    vmapped only) in one opaque op; the reference runs its one-direction layer in turn and
     concatenates."""
+    kwargs = cell.layer_kwargs(mode)
     if concrete == "triton":
         from . import fused  # Triton loads only when used
-        return fused.elman_directions, fused.lstm_directions
+        directions = getattr(fused, cell.fused_directions, None)
+        if directions is None:
+            raise BackendError(f"backend='triton' has no {cell.torch_name} kernels in this fastrnn "
+                               f"(fastrnn.fused.{cell.fused_directions}); use backend='aten' or 'reference'")
+        return lambda x, states, weights, lengths: directions(x, *states, weights, lengths=lengths, **kwargs)
     if concrete == "aten":
-        def elman_op(x, h0, weights, *, nonlinearity, lengths):
-            mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
-            return aten.layer_directions(x, h0, None, weights, mode=mode, lengths=lengths)[:2]
+        def aten_op(x, states, weights, lengths):
+            c0 = states[1] if len(states) > 1 else None
+            out, h_n, c_n = aten.layer_directions(x, states[0], c0, weights, mode=mode, lengths=lengths)
+            return (out, h_n, c_n)[:1 + len(states)]
+        return aten_op
 
-        def lstm_op(x, h0, c0, weights, *, lengths):
-            return aten.layer_directions(x, h0, c0, weights, mode="LSTM", lengths=lengths)
-
-        return elman_op, lstm_op
-    elman_layer, lstm_layer = reference.elman_layer, reference.lstm_layer
-
-    def elman(x, h0, weights, *, nonlinearity, lengths):
-        runs = [elman_layer(x, h0[d], *w, nonlinearity=nonlinearity, reverse=d == 1, lengths=lengths)
-                for d, w in enumerate(weights)]
-        return _join(runs)
-
-    def lstm(x, h0, c0, weights, *, lengths):
-        return _join([lstm_layer(x, h0[d], c0[d], *w, reverse=d == 1, lengths=lengths)
+    def reference_op(x, states, weights, lengths):
+        return _join([cell.layer(x, *(s[d] for s in states), *w, reverse=d == 1, lengths=lengths, **kwargs)
                       for d, w in enumerate(weights)])
-
-    return elman, lstm
+    return reference_op
 
 
 def _join(runs):

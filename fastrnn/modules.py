@@ -1,9 +1,9 @@
-"""Drop-in `torch.nn.RNN` and `torch.nn.LSTM` whose forward runs through `rnn_stack`.
+"""Drop-in `torch.nn.RNN`, `torch.nn.LSTM` and `torch.nn.GRU` whose forward runs through `rnn_stack`.
 
 Each class subclasses `torch.nn.RNNBase`, so construction (argument checks and their messages),
 parameters (names, shapes, order, initialisation), `state_dict`, `all_weights`, `_flat_weights`,
 `reset_parameters`, `.to()` and pickling are torch's, and `isinstance(m, torch.nn.RNNBase)` holds.
-They are not subclasses of `torch.nn.RNN` / `torch.nn.LSTM`: Dynamo refuses every instance of
+They are not subclasses of `torch.nn.RNN` / `LSTM` / `GRU`: Dynamo refuses every instance of
 those (`torch._dynamo.config.allow_rnn`), and fastrnn's modules must compile with
 `fullgraph=True` without a global switch that would also change how torch.nn's own RNNs compile.
 What the classes add: `forward` (torch's checks and messages, then `fastrnn.functional.rnn_stack`
@@ -12,22 +12,31 @@ the packed-input checks torch's LSTM skips), a keyword-only `backend` argument, 
 `flatten_parameters()` that does nothing (there is no cuDNN weight buffer to compact, so no warning
 either), and a repr that does not hide `nonlinearity='relu'`.
 
+What differs between the cells (their states, gates, projection, messages) is read from their
+description, `self._cell` (fastrnn/cellspec.py).
+
 Shape letters: T time steps, B batch, I input size, H hidden size, R = proj_size or H,
 D = 2 if bidirectional else 1, L = num_layers.
 """
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import aten, packing, scripting
+from . import aten, cellspec, packing, scripting
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
 from .functional import check_weights, rnn_stack
 
-__all__ = ["RNN", "LSTM"]
+__all__ = ["RNN", "LSTM", "GRU"]
+
 
 class _StackMixin:
-    """forward / repr / flatten_parameters shared by RNN and LSTM; sits before torch's class
+    """forward / repr / flatten_parameters shared by RNN, LSTM and GRU; sits before torch's class
     in the MRO so its methods win while torch's __init__ and helpers stay in use."""
+
+    @property
+    def _cell(self):
+        """This module's CellSpec, from torch's `mode`."""
+        return cellspec.of(self.mode)
 
     def flatten_parameters(self):
         """A no-op: fastrnn reads the parameters where they are (no cuDNN flat buffer)."""
@@ -55,12 +64,14 @@ class _StackMixin:
     def _layer_weights(self):
         """One tuple per layer and direction in torch's order, read by name, so that
         `torch.func.functional_call` and reparametrisations see their substituted tensors:
-        RNN (w_ih, w_hh, b_ih, b_hh), LSTM (w_ih, w_hh, b_ih, b_hh, w_hr); None where absent."""
+        (w_ih, w_hh, b_ih, b_hh), and w_hr after them for a cell that projects (the LSTM); None
+        where absent."""
         out = []
+        projects = self._cell.projects
         for names in self._all_weights:  # [w_ih, w_hh, b_ih, b_hh (if bias), w_hr (if projecting)]
             w_ih, w_hh, *rest = (getattr(self, name) for name in names)
             biases = (rest[0], rest[1]) if self.bias else (None, None)
-            w_hr = (rest[-1] if self.proj_size > 0 else None,) if self.mode == "LSTM" else ()
+            w_hr = (rest[-1] if self.proj_size > 0 else None,) if projects else ()
             out.append((w_ih, w_hh, *biases, *w_hr))
         return out
 
@@ -72,55 +83,50 @@ class _StackMixin:
             return
         if batch is None:
             batch = data.size(0 if self.batch_first else 1) if data.dim() == 3 else 1
-        check_weights(data, weights, gates=4 if self.mode == "LSTM" else 1,
+        check_weights(data, weights, gates=self._cell.gates,
                       hidden_size=self.hidden_size, recurrent_size=self.proj_size or self.hidden_size,
                       bidirectional=self.bidirectional, batch=batch, input_size=self.input_size,
                       dtype=weights[0][0].dtype)
 
     # --- hidden state -----------------------------------------------------------------------
     def _state_shapes(self, batch):
-        """(h [L*D, B, R], c [L*D, B, H]): the shapes of hx for a batch of B."""
+        """The shape of each state of hx for a batch of B: h [L*D, B, R] (and c [L*D, B, H])."""
         LD = self.num_layers * (2 if self.bidirectional else 1)
-        R = self.proj_size if self.proj_size > 0 else self.hidden_size
-        return (LD, batch, R), (LD, batch, self.hidden_size)
+        width = {"h": self.proj_size if self.proj_size > 0 else self.hidden_size, "c": self.hidden_size}
+        return tuple((LD, batch, width[state]) for state in self._cell.states)
 
     def _zero_hx(self, x, batch):
-        """Zero (h0, c0) for LSTM, h0 for RNN, shaped by _state_shapes, in x's dtype/device."""
-        h_shape, c_shape = self._state_shapes(batch)
-        h0 = torch.zeros(h_shape, dtype=x.dtype, device=x.device)
-        if self.mode != "LSTM":
-            return h0
-        return h0, torch.zeros(c_shape, dtype=x.dtype, device=x.device)
+        """Zero hx (h0, or (h0, c0) for LSTM), shaped by _state_shapes, in x's dtype/device."""
+        return self._cell.hx([torch.zeros(shape, dtype=x.dtype, device=x.device)
+                              for shape in self._state_shapes(batch)])
 
     def _check_hx_dims(self, hx, is_batched):
         """torch's dimension checks on a user-given hx; returns it batched ([L*D, B, .])."""
         want = 3 if is_batched else 2
         kind = "batched 3-D" if is_batched else "unbatched 2-D"
-        if self.mode == "LSTM":
+        if self._cell.has_c:
             if len(hx) != 2:
                 raise RuntimeError("lstm expects two hidden states")
             if hx[0].dim() != want or hx[1].dim() != want:
                 raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
-            return tuple(hx) if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        if hx.dim() != want:
+        elif hx.dim() != want:
             raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
-        return hx if is_batched else hx.unsqueeze(1)
+        states = self._cell.states_of(hx)
+        return self._cell.hx(states if is_batched else [h.unsqueeze(1) for h in states])
 
     def _check_hx_dtype(self, x, hx):
         # torch fails inside its matmul; we say it before any backend could silently cast.
         if autocast_active(x.device.type):
             return
-        for h in (hx if self.mode == "LSTM" else (hx,)):
+        for h in self._cell.states_of(hx):
             if h.dtype != x.dtype:
                 raise dtype_mismatch("mat1 and mat2", h.dtype, x.dtype)
 
     def _permute(self, hx, permutation):
         if permutation is None:
             return hx
-        if self.mode == "LSTM":
-            return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
-        return hx.index_select(1, permutation)
+        return self._cell.hx([h.index_select(1, permutation) for h in self._cell.states_of(hx)])
 
     # --- forward ----------------------------------------------------------------------------
     def _run(self, x, hx, weights, lengths=None):
@@ -134,10 +140,10 @@ class _StackMixin:
 
     def forward(self, input, hx=None):
         """input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;
-        hx: h0 [L*D, B, R] (RNN) or (h0 [L*D, B, R], c0 [L*D, B, H]) (LSTM), 2-D when unbatched.
+        hx: h0 [L*D, B, R] (RNN, GRU) or (h0 [L*D, B, R], c0 [L*D, B, H]) (LSTM), 2-D when unbatched.
 
-        Returns (output, h_n) for RNN and (output, (h_n, c_n)) for LSTM, shaped like torch.nn's:
-        output [T, B, D*R] (batch-first / unbatched / packed as the input was).
+        Returns (output, h_n) for RNN and GRU and (output, (h_n, c_n)) for LSTM, shaped like
+        torch.nn's: output [T, B, D*R] (batch-first / unbatched / packed as the input was).
         """
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
@@ -154,8 +160,7 @@ class _StackMixin:
         if packed:
             return self._forward_packed(input, hx, weights)
         if input.dim() not in (2, 3):
-            got = f"{input.dim()}D instead" if self.mode == "LSTM" else f"{input.dim()}D tensor instead"
-            raise ValueError(f"{self._get_name()}: Expected input to be 2D or 3D, got {got}")
+            raise ValueError(self._cell.input_dim_error.format(name=self._get_name(), dim=input.dim()))
         is_batched = input.dim() == 3
         batch_dim = 0 if self.batch_first else 1
         if not is_batched:
@@ -168,7 +173,7 @@ class _StackMixin:
             output = output.transpose(0, 1)
         if not is_batched:
             output = output.squeeze(batch_dim)
-            hidden = tuple(h.squeeze(1) for h in hidden) if self.mode == "LSTM" else hidden.squeeze(1)
+            hidden = self._cell.hx([h.squeeze(1) for h in self._cell.states_of(hidden)])
         return output, hidden
 
     def _check_packed(self, packed, hx):
@@ -179,14 +184,12 @@ class _StackMixin:
         B = packing.packed_batch(packed)
         if hx is None:
             return B
-        if self.mode == "LSTM" and len(hx) != 2:
+        if self._cell.has_c and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        h_shape, c_shape = self._state_shapes(B)
-        if self.mode != "LSTM":
-            self.check_hidden_size(hx, h_shape, "Expected hidden size {}, got {}")
-        else:
-            self.check_hidden_size(hx[0], h_shape, "Expected hidden[0] size {}, got {}")
-            self.check_hidden_size(hx[1], c_shape, "Expected hidden[1] size {}, got {}")
+        states, shapes = self._cell.states_of(hx), self._state_shapes(B)
+        labels = [f"[{k}]" for k in range(len(states))] if len(states) > 1 else [""]
+        for h, shape, label in zip(states, shapes, labels):
+            self.check_hidden_size(h, shape, f"Expected hidden{label} size {{}}, got {{}}")
         return B
 
     def _forward_packed(self, packed, hx, weights):
@@ -202,6 +205,12 @@ class _StackMixin:
         return output, self._permute(hidden, unsorted_indices)
 
 
+def _refuse_projection(kwargs):
+    """torch.nn.RNN's and GRU's check, before RNNBase's (which would take proj_size)."""
+    if "proj_size" in kwargs:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+
+
 class RNN(_StackMixin, torch.nn.RNNBase):
     """torch.nn.RNN (Elman, tanh or relu) with fastrnn's forward.
 
@@ -215,8 +224,7 @@ class RNN(_StackMixin, torch.nn.RNNBase):
         # torch.nn.RNN's argument handling: `nonlinearity` is the fourth positional argument and
         # picks the mode; RNNBase checks the rest.
         check_backend_name(backend)
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        _refuse_projection(kwargs)
         args = list(args)
         nonlinearity = args.pop(3) if len(args) > 3 else kwargs.pop("nonlinearity", "tanh")
         if nonlinearity == "tanh":
@@ -246,4 +254,20 @@ class LSTM(_StackMixin, torch.nn.RNNBase):
     def __init__(self, *args, backend="auto", **kwargs):
         check_backend_name(backend)
         super().__init__("LSTM", *args, **kwargs)
+        self.backend = backend
+
+
+class GRU(_StackMixin, torch.nn.RNNBase):
+    """torch.nn.GRU with fastrnn's forward.
+
+    GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+        bidirectional=False, device=None, dtype=None, *, backend='auto')
+    """
+
+    _torch_class = torch.nn.GRU
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        check_backend_name(backend)
+        _refuse_projection(kwargs)
+        super().__init__("GRU", *args, **kwargs)
         self.backend = backend

@@ -1,7 +1,7 @@
 """What `torch.jit.script` compiles in place of fastrnn's modules (their `__prepare_scriptable__`).
 
 TorchScript cannot compile fastrnn's forward (backends, custom ops, PackedSequence handling), and
-in torch 2.13 it cannot compile torch.nn.RNN / LSTM either (their overloaded forward scripts to a
+in torch 2.13 it cannot compile torch.nn.RNN / LSTM / GRU either (their overloaded forward scripts to a
 module without one). So a module hands TorchScript one of the small twins below: the same
 Parameter objects (an optimizer, a state_dict and the scripted module all see one set), the same
 attributes, and a forward that runs ATen's RNN call as torch.nn's does, on tensor input (batched,
@@ -19,11 +19,11 @@ from torch import Tensor
 __all__ = ["scriptable"]
 
 
-def _batched(input: Tensor, batch_first: bool, input_size: int, name: str) -> tuple[Tensor, bool]:
+def _batched(input: Tensor, batch_first: bool, input_size: int, dim_error: list[str]) -> tuple[Tensor, bool]:
     """input [T, B, I], [B, T, I] or unbatched [T, I] -> (batched input, whether it was batched),
-    with torch.nn's checks and messages."""
+    with torch.nn's checks and messages (`dim_error`: the message before and after the dimension)."""
     if input.dim() != 2 and input.dim() != 3:
-        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        raise ValueError(dim_error[0] + str(input.dim()) + dim_error[1])
     if input.size(-1) != input_size:
         raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, "
                            f"got {input.size(-1)}")
@@ -68,6 +68,8 @@ class _Twin(torch.nn.Module):
                      "bidirectional", "proj_size"):
             setattr(self, attr, getattr(module, attr))
         self.dropout = float(module.dropout)
+        error = module._cell.input_dim_error.replace("{name}", module._get_name())
+        self.dim_error = error.split("{dim}")  # before and after the input's dimension
         self.train(module.training)
 
     def _shape(self, batch: int, width: int) -> list[int]:
@@ -75,8 +77,10 @@ class _Twin(torch.nn.Module):
 
 
 class _ScriptableRNN(_Twin):
+    """The twin of a module whose only state is h: the Elman RNN and the GRU."""
+
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        x, batched = _batched(input, self.batch_first, self.input_size, "RNN")
+        x, batched = _batched(input, self.batch_first, self.input_size, self.dim_error)
         if hx is not None:
             _dims([hx], batched)
         h = _state(hx, batched, self._shape(x.size(0 if self.batch_first else 1), self.hidden_size), x, "")
@@ -84,8 +88,10 @@ class _ScriptableRNN(_Twin):
                 self.bidirectional, self.batch_first)
         if self.mode == "RNN_TANH":
             out, h_n = torch._VF.rnn_tanh(x, h, *args)
-        else:
+        elif self.mode == "RNN_RELU":
             out, h_n = torch._VF.rnn_relu(x, h, *args)
+        else:
+            out, h_n = torch._VF.gru(x, h, *args)
         if not batched:
             return out.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
         return out, h_n
@@ -94,7 +100,7 @@ class _ScriptableRNN(_Twin):
 class _ScriptableLSTM(_Twin):
     def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        x, batched = _batched(input, self.batch_first, self.input_size, "LSTM")
+        x, batched = _batched(input, self.batch_first, self.input_size, self.dim_error)
         B = x.size(0 if self.batch_first else 1)
         R = self.proj_size if self.proj_size > 0 else self.hidden_size
         h0: Optional[Tensor] = None
@@ -112,5 +118,5 @@ class _ScriptableLSTM(_Twin):
 
 
 def scriptable(module):
-    """The twin TorchScript compiles for a fastrnn RNN or LSTM (see the module docstring)."""
-    return (_ScriptableLSTM if module.mode == "LSTM" else _ScriptableRNN)(module)
+    """The twin TorchScript compiles for a fastrnn RNN, LSTM or GRU (see the module docstring)."""
+    return (_ScriptableLSTM if module._cell.has_c else _ScriptableRNN)(module)

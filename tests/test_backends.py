@@ -10,8 +10,9 @@ from fastrnn import backends
 
 BF16, F16, F32, F64 = torch.bfloat16, torch.float16, torch.float32, torch.float64
 TORCH_CLASSES = {"RNN_TANH": lambda: torch.nn.RNN(3, 4), "RNN_RELU": lambda: torch.nn.RNN(3, 4, nonlinearity="relu"),
-                 "LSTM": lambda: torch.nn.LSTM(3, 4), "RNNCell": lambda: torch.nn.RNNCell(3, 4),
-                 "LSTMCell": lambda: torch.nn.LSTMCell(3, 4)}
+                 "LSTM": lambda: torch.nn.LSTM(3, 4), "GRU": lambda: torch.nn.GRU(3, 4),
+                 "RNNCell": lambda: torch.nn.RNNCell(3, 4), "LSTMCell": lambda: torch.nn.LSTMCell(3, 4),
+                 "GRUCell": lambda: torch.nn.GRUCell(3, 4)}
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_auto_picks_the_reference_where_torch_cannot_run_the_case(lstm_refused):
     assert backends.resolve("auto", x, mode="LSTM") == "aten"  # no autocast: torch's kernel runs
     with torch.autocast("cpu", dtype=BF16):
         assert backends.resolve("auto", x, mode="LSTM") == "reference"
-        for mode in ("RNN_TANH", "RNN_RELU", "RNNCell", "LSTMCell"):
+        for mode in ("RNN_TANH", "RNN_RELU", "GRU", "RNNCell", "LSTMCell", "GRUCell"):
             assert backends.resolve("auto", x, mode=mode) == "aten"
         # without a mode "auto" must be right for every mode: the reference
         assert backends.resolve("auto", x) == "reference"
@@ -111,9 +112,9 @@ def test_non_floating_input_goes_to_torch_for_its_error(lstm_refused):
 
 def test_probe_rejects_unknown_modes():
     with pytest.raises(ValueError, match="mode must be one of"):
-        backends.resolve("auto", torch.randn(2, 2, 3), mode="GRU")
+        backends.resolve("auto", torch.randn(2, 2, 3), mode="MGU")
     with pytest.raises(ValueError, match="mode must be one of"):
-        backends.aten_probe("GRU", F32)
+        backends.aten_probe("gru", F32)
 
 
 @pytest.mark.parametrize("mode", [None, *backends.MODES])
@@ -151,7 +152,7 @@ def test_module_auto_runs_where_torch_nn_raises(lstm_refused, monkeypatch):
     assert out.dtype == h.dtype == c.dtype == BF16
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM", "RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"])
 def test_modules_on_meta_give_torch_nns_meta_outputs(name, fresh_probe):
     kw = {"proj_size": 2, "num_layers": 2, "bidirectional": True} if name == "LSTM" else {}
     ours = getattr(fastrnn, name)(3, 4, device="meta", **kw)
@@ -162,18 +163,19 @@ def test_modules_on_meta_give_torch_nns_meta_outputs(name, fresh_probe):
 
 
 
-# Under CPU autocast on a CPU that refuses only the LSTM, "auto" keeps the Elman RNN and the cells on
-# torch's kernels: the modules and cells pass their mode to runs_on_aten.
-@pytest.mark.parametrize("name", ["RNN", "RNNCell", "LSTMCell"])
+# Under CPU autocast on a CPU that refuses only the LSTM, "auto" keeps the Elman RNN, the GRU and the
+# cells on torch's kernels: the modules and cells pass their mode to runs_on_aten.
+@pytest.mark.parametrize("name", ["RNN", "GRU", "RNNCell", "LSTMCell", "GRUCell"])
 def test_auto_keeps_other_modes_on_torch_where_only_the_lstm_is_refused(name, lstm_refused, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"auto ran the reference for {name}, which torch's kernel runs")
 
     monkeypatch.setattr(fastrnn.reference, "elman_layer", refuse)
     monkeypatch.setattr(fastrnn.reference, "lstm_layer", refuse)
+    monkeypatch.setattr(fastrnn.reference, "gru_layer", refuse)
     model = getattr(fastrnn, name)(3, 4)
     with torch.autocast("cpu", dtype=BF16):
-        model(torch.randn(5, 2, 3) if name == "RNN" else torch.randn(2, 3))
+        model(torch.randn(2, 3) if "Cell" in name else torch.randn(5, 2, 3))
 
 
 def test_the_probe_runs_on_the_cpu_whatever_the_default_device(fresh_probe):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import library
 from .backends import BackendError, check_triton
 
-__all__ = ["elman_layer", "lstm_layer", "elman_directions", "lstm_directions"]
+__all__ = ["elman_layer", "lstm_layer", "gru_layer", "elman_directions", "lstm_directions", "gru_directions"]
 
 
 def _input_projection(x, directions):
@@ -107,3 +107,29 @@ def lstm_layer(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weig
     out, h_n, c_n = lstm_directions(x, h0[None], c0[None], [(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)],
                                     reverse=reverse, lengths=lengths, config=config)
     return out, h_n[0], c_n[0]
+
+
+def gru_directions(x, h0, weights, *, reverse=False, lengths=None, config=None):
+    """The D = len(weights) directions of a GRU layer in one launch. x: [T, B, I], h0: [D, B, H],
+    weights: the (w_ih, w_hh, b_ih, b_hh) tuple of each direction (forward first); `reverse` makes a
+    lone direction walk backwards -> (out [T, B, D*H], h_n [D, B, H]). b_hh's r and z parts fold
+    into the input GEMM; its n part b_hn sits inside the reset product, so the kernel adds it."""
+    check_triton(x)
+    _check_states(x, h0)
+    H = weights[0][1].shape[1]
+    zeros = x.new_zeros(H, dtype=weights[0][1].dtype)
+    folded = [None if b_hh is None else torch.cat([b_hh[:2 * H], zeros]) for _, _, _, b_hh in weights]
+    xg = _input_projection(x, [(w_ih, b_ih, b) for (w_ih, _, b_ih, _), b in zip(weights, folded)])
+    w_hh = [w[1] for w in weights]
+    b_hn = [zeros if b_hh is None else b_hh[2 * H:] for _, _, _, b_hh in weights]
+    save = _needs_save(*xg, h0, *w_hh, *b_hn)
+    return library.gru(xg, h0, w_hh, b_hn, _lengths(lengths, x), reverse, save, config)
+
+
+def gru_layer(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, reverse=False, lengths=None,
+              config=None):
+    """One GRU layer and direction on the fused kernels. x: [T, B, I], h0: [B, H], lengths: [B] or
+    None -> (out: [T, B, H], h_n: [B, H])."""
+    out, h_n = gru_directions(x, h0[None], [(weight_ih, weight_hh, bias_ih, bias_hh)], reverse=reverse,
+                              lengths=lengths, config=config)
+    return out, h_n[0]

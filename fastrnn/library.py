@@ -1,6 +1,6 @@
 """The fused kernels as `torch.library` custom ops, so torch.compile and torch.export see one op.
 
-Four ops, each a pure function (no input is mutated, no output aliases an input), each running
+Six ops, each a pure function (no input is mutated, no output aliases an input), each running
 one layer in D = 1 or 2 directions (one launch; `*_rev` arguments are None for D = 1):
 
   fastrnn::elman_fwd(xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config) -> (out, h_n)
@@ -9,14 +9,20 @@ one layer in D = 1 or 2 directions (one launch; `*_rev` arguments are None for D
                     config) -> (out, h_n, c_n, gates, cs, m)
   fastrnn::lstm_bwd(dout, dh_n, dc_n, w_hh, w_hh_rev, w_hr, w_hr_rev, c0, lengths, gates, cs,
                     reverse, config) -> (dG, dh0, dc0, dH)
+  fastrnn::gru_fwd(xg, xg_rev, h0, w_hh, w_hh_rev, b_hn, b_hn_rev, lengths, reverse, save, config)
+                   -> (out, h_n, saved)
+  fastrnn::gru_bwd(dout, dh_n, w_hh, w_hh_rev, lengths, saved, reverse, config) -> (dG, dh0, dA_n)
 
-Shapes: xg, xg_rev [T, B, G*H] (G = 1 Elman, 4 LSTM, order i|f|g|o; unit last stride, e.g. the two
+Shapes: xg, xg_rev [T, B, G*H] (G = 1 Elman, 4 LSTM (i|f|g|o), 3 GRU (r|z|n; b_hn, inside the reset
+product, is not in xg but its own [H] input); unit last stride, e.g. the two
 halves of one GEMM's output), h0 [D, B, R], c0 [D, B, H], w_hh [G*H, R], w_hr [R, H] or None,
 lengths [B] int32 or None, out [T, B, D*R] (forward direction first, as torch concatenates).
 `reverse` makes a one-direction op walk backwards in time. The LSTM forward returns the
 activations its backward needs as extra fp32 outputs (gates [D, T, B, 4H], cs [D, T, B, H],
 m [D, T, B, H] with a projection); when `save` is False or there is no projection they are empty
-[0] tensors, because a custom op cannot return None. dG [D, T, B, G*H], dh0, dc0, dH come back in
+[0] tensors, because a custom op cannot return None; the GRU's saved is r, z, n, W_hn h + b_hn and
+h_{t-1} ([D, T, B, 5H] fp32). dG [D, T, B, G*H], dh0, dc0, dH, dA_n (the GRU's gradient of
+W_hn h + b_hn, which differs from its n gate's dG) come back in
 fp32; the autograd formula (registered below) does the weight-gradient GEMMs with ordinary torch
 ops and casts, so a compiled backward graph holds one opaque op per layer plus GEMMs Inductor can
 see.
@@ -36,7 +42,7 @@ from torch import Tensor
 from .kernels import recurrence
 from .transforms import call, first_order, transformable
 
-__all__ = ["elman", "lstm", "encode_config"]
+__all__ = ["elman", "lstm", "gru", "encode_config"]
 
 
 def encode_config(config):
@@ -135,7 +141,7 @@ def _(xg, xg_rev, h0, w_hh, w_hh_rev, lengths, reverse, relu, config):
 def elman_bwd_op(dout: Tensor, dh_n: Tensor, out: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
                  lengths: Optional[Tensor], reverse: bool, relu: bool, config: Optional[str]
                  ) -> tuple[Tensor, Tensor]:
-    dg, dh0, _, _ = recurrence.backward("elman", dout.contiguous(), dh_n.contiguous(), out.contiguous(),
+    dg, dh0, _, _, _ = recurrence.backward("elman", dout.contiguous(), dh_n.contiguous(), out.contiguous(),
                                         _dirs(w_hh, w_hh_rev), lengths, None, reverse=reverse, relu=relu,
                                         config=_decode(config))
     return dg, dh0.clone()
@@ -200,7 +206,7 @@ def lstm_bwd_op(dout: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hh_rev
                 lengths: Optional[Tensor], gates: Tensor, cs: Tensor, reverse: bool,
                 config: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     w_hrs = None if w_hr is None else _dirs(w_hr, w_hr_rev)
-    dg, dh0, dc0, dhs = recurrence.backward("lstm", dout.contiguous(), dh_n.contiguous(), None,
+    dg, dh0, dc0, dhs, _ = recurrence.backward("lstm", dout.contiguous(), dh_n.contiguous(), None,
                                             _dirs(w_hh, w_hh_rev), lengths, (gates, cs, None),
                                             dc_n=dc_n.contiguous(), c0=c0, w_hr=w_hrs, reverse=reverse,
                                             config=_decode(config))
@@ -239,9 +245,74 @@ def _lstm_backward(ctx, dout, dh_n, dc_n, *_saved_grads):
 lstm_fwd_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
 
 
+# --- GRU ----------------------------------------------------------------------------------------
+@torch.library.custom_op("fastrnn::gru_fwd", mutates_args=())
+def gru_fwd_op(xg: Tensor, xg_rev: Optional[Tensor], h0: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
+               b_hn: Tensor, b_hn_rev: Optional[Tensor], lengths: Optional[Tensor], reverse: bool, save: bool,
+               config: Optional[str]) -> tuple[Tensor, Tensor, Tensor]:
+    xgs = _xg_pair(xg, xg_rev)
+    T, B, G = xg.shape
+    out = torch.empty((T, B, len(xgs) * (G // 3)), device=xg.device, dtype=xg.dtype)
+    h_n, _, saved = recurrence.forward("gru", xgs, _dirs(w_hh, w_hh_rev), h0.contiguous(), lengths, out,
+                                       rec_bias=_dirs(b_hn, b_hn_rev), reverse=reverse, save=save,
+                                       config=_decode(config))
+    return out, h_n.to(xg.dtype, copy=True), saved[0] if save else _f32(xg, 0)
+
+
+@gru_fwd_op.register_fake
+def _(xg, xg_rev, h0, w_hh, w_hh_rev, b_hn, b_hn_rev, lengths, reverse, save, config):
+    T, B, G = xg.shape
+    D, H = h0.shape[0], G // 3
+    values = _f32(xg, D, T, B, 5 * H) if save else _f32(xg, 0)
+    return xg.new_empty((T, B, D * H)), xg.new_empty(h0.shape), values
+
+
+@torch.library.custom_op("fastrnn::gru_bwd", mutates_args=())
+def gru_bwd_op(dout: Tensor, dh_n: Tensor, w_hh: Tensor, w_hh_rev: Optional[Tensor],
+               lengths: Optional[Tensor], values: Tensor, reverse: bool, config: Optional[str]
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    dg, dh0, _, _, da = recurrence.backward("gru", dout.contiguous(), dh_n.contiguous(), None,
+                                            _dirs(w_hh, w_hh_rev), lengths, (values,), reverse=reverse,
+                                            config=_decode(config))
+    return dg, dh0.clone(), da
+
+
+@gru_bwd_op.register_fake
+def _(dout, dh_n, w_hh, w_hh_rev, lengths, values, reverse, config):
+    D, T, B, _ = values.shape
+    H = dh_n.shape[-1]
+    return _f32(values, D, T, B, 3 * H), _f32(values, *dh_n.shape), _f32(values, D, T, B, H)
+
+
+def _gru_setup(ctx, inputs, output):
+    xg, xg_rev, h0, w_hh, w_hh_rev, b_hn, b_hn_rev, lengths, reverse, save, config = inputs
+    if save:
+        ctx.save_for_backward(h0, w_hh, w_hh_rev, b_hn, b_hn_rev, lengths, output[0], output[2])
+    ctx.opts = dict(reverse=reverse, config=config)
+
+
+@first_order("triton")
+def _gru_backward(ctx, dout, dh_n, _values_grad):
+    h0, w_hh, w_hh_rev, b_hn, b_hn_rev, lengths, out, values = ctx.saved_tensors
+    dg, dh0, da = gru_bwd_op(_zeros_if_none(dout, out), _zeros_if_none(dh_n, h0), w_hh, w_hh_rev, lengths,
+                             values, **ctx.opts)
+    H = h0.shape[-1]
+    # the recurrent parts' gradient: r and z as their dG, n its own (r * dn, inside the reset product)
+    d_rec = torch.cat([dg[..., :2 * H], da], dim=-1)
+    dw_hh = _recurrent_weight_grads(d_rec, out, h0, lengths, ctx.opts["reverse"], _dirs(w_hh, w_hh_rev))
+    db_hn = [da[d].sum((0, 1)).to(b.dtype) for d, b in enumerate(_dirs(b_hn, b_hn_rev))]
+    dxg = [g.to(out.dtype) for g in dg]
+    return (dxg[0], _second(dxg), dh0.to(h0.dtype), dw_hh[0], _second(dw_hh), db_hn[0], _second(db_hn),
+            None, None, None, None)
+
+
+gru_fwd_op.register_autograd(_gru_backward, setup_context=_gru_setup)
+
+
 # --- the calls fastrnn.fused makes --------------------------------------------------------------
 _ELMAN = transformable(elman_fwd_op, _elman_setup, _elman_backward, "triton")
 _LSTM = transformable(lstm_fwd_op, _lstm_setup, _lstm_backward, "triton")
+_GRU = transformable(gru_fwd_op, _gru_setup, _gru_backward, "triton")
 
 
 def elman(xg, h0, w_hh, lengths, reverse, relu, config):
@@ -258,3 +329,11 @@ def lstm(xg, h0, c0, w_hh, w_hr, lengths, reverse, save, config):
     out, h_n, c_n, *_ = call(_LSTM, lstm_fwd_op, xg[0], _second(xg), h0, c0, w_hh[0], _second(w_hh), *w_hr,
                                lengths, reverse, save, encode_config(config))
     return out, h_n, c_n
+
+
+def gru(xg, h0, w_hh, b_hn, lengths, reverse, save, config):
+    """xg: D tensors [T, B, 3H] (b_hn not in them), h0: [D, B, H], w_hh: D tensors [3H, H], b_hn: D
+    tensors [H] -> (out [T, B, D*H], h_n [D, B, H])."""
+    out, h_n, _ = call(_GRU, gru_fwd_op, xg[0], _second(xg), h0, w_hh[0], _second(w_hh), b_hn[0], _second(b_hn),
+                       lengths, reverse, save, encode_config(config))
+    return out, h_n

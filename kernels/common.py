@@ -60,29 +60,50 @@ def load_state(s_ptr, stride_sb, offs_b, mask_b, offs_k, K):
 @triton.jit
 def load_gates_w(w_ptr, n0, N, offs_k, K, stride_wn, stride_wk, gate_stride,
                  GATES: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The weight tile of units n0 .. n0 + BLOCK_N - 1 of every gate, as one [BLOCK_K, GATES * BLOCK_N]
-    tile whose column c is unit n0 + c // GATES of gate c % GATES (gates interleaved, so that
-    split_gates takes them apart): w[k, c] = W(k, unit) read at w_ptr + gate * gate_stride +
-    unit * stride_wn + k * stride_wk; 0 past N or K."""
-    c = tl.arange(0, GATES * BLOCK_N)
-    unit = n0 + c // GATES
-    ptrs = w_ptr + (unit * stride_wn + (c % GATES) * gate_stride)[None, :] + offs_k[:, None] * stride_wk
-    return tl.load(ptrs, mask=(unit < N)[None, :] & (offs_k < K)[:, None], other=0.0)
+    """The weight tile of units n0 .. n0 + BLOCK_N - 1 of every gate, as one [BLOCK_K, S * BLOCK_N]
+    tile (S = GATES, or 4 for 3 gates: a tile's width is a power of two) whose column c is unit
+    n0 + c // S of gate c % S (gates interleaved, so that split_gates takes them apart):
+    w[k, c] = W(k, unit) read at w_ptr + gate * gate_stride + unit * stride_wn + k * stride_wk;
+    0 past N, K and the last gate."""
+    S: tl.constexpr = GATES + (GATES == 3)
+    c = tl.arange(0, S * BLOCK_N)
+    unit, gate = n0 + c // S, c % S
+    ptrs = w_ptr + (unit * stride_wn + gate * gate_stride)[None, :] + offs_k[:, None] * stride_wk
+    return tl.load(ptrs, mask=((unit < N) & (gate < GATES))[None, :] & (offs_k < K)[:, None], other=0.0)
 
 
 @triton.jit
 def split_gates(acc, GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[BLOCK_B, GATES * BLOCK_N] with gates interleaved (see load_gates_w) -> GATES tensors
+    """[BLOCK_B, S * BLOCK_N] with gates interleaved (see load_gates_w) -> GATES tensors
     [BLOCK_B, BLOCK_N], in gate order."""
     if GATES == 1:
         return (acc,)
     elif GATES == 2:
         return tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2)))
-    else:  # 4 = 2 x 2: column j * 4 + 2 * q1 + q0
+    else:  # 4 (or 3 and an empty fourth) = 2 x 2: column j * 4 + 2 * q1 + q0
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))  # q0 = 0: gates 0, 2; q0 = 1: 1, 3
         g0, g2 = tl.split(even)
         g1, g3 = tl.split(odd)
-        return g0, g1, g2, g3
+        if GATES == 3:
+            return g0, g1, g2
+        else:
+            return g0, g1, g2, g3
+
+
+@triton.jit
+def join_gates(gates, GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The inverse of split_gates: GATES tensors [BLOCK_B, BLOCK_N] -> [BLOCK_B, S * BLOCK_N]."""
+    if GATES == 1:
+        return gates[0]
+    elif GATES == 2:
+        return tl.reshape(tl.join(gates[0], gates[1]), (BLOCK_B, 2 * BLOCK_N))
+    else:
+        if GATES == 3:
+            last = tl.zeros_like(gates[0])
+        else:
+            last = gates[3]
+        both = tl.join(tl.join(gates[0], gates[2]), tl.join(gates[1], last))  # [.., q1, q0]
+        return tl.reshape(both, (BLOCK_B, 4 * BLOCK_N))
 
 
 @triton.jit
@@ -111,7 +132,7 @@ def matmul(s_ptr, stride_sb, offs_b, mask_b, w_ptr, stride_wn, stride_wk, gate_s
     serves W and W^T. W comes from `resident` (from load_resident) when W_RESIDENT, else it is
     streamed in BLOCK_K-wide tiles. -> GATES tensors [BLOCK_B, BLOCK_N] fp32.
     """
-    acc = tl.zeros((BLOCK_B, GATES * BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_B, (GATES + (GATES == 3)) * BLOCK_N), dtype=tl.float32)
     if W_RESIDENT:
         for p in tl.static_range(PIECES):
             s = load_state(s_ptr, stride_sb, offs_b, mask_b, p * BLOCK_K + tl.arange(0, BLOCK_K), K)

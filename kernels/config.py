@@ -25,8 +25,8 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
 - split / stepwise: BLOCK_B = 16 up to B = 16, 32 up to 32, else 64 (a batch tile's programs each
   stream or hold their W slice: wider tiles mean fewer copies). BLOCK_H is the smallest power of
   two that keeps the grid within one program per SM (SMS, or the device's count). A program's W
-  slice (forward: G gates x R x BLOCK_H; backward: G*H x BLOCK_H of R) stays on chip (W_RESIDENT,
-  in PIECES tiles of BLOCK_K = 256 rows of K) when it fits RESIDENT_SPLIT bytes: Triton keeps a
+  slice (its units' G * BLOCK_H rows of W_hh, the same in forward and backward) stays on chip
+  (W_RESIDENT, in PIECES tiles of BLOCK_K = 256 of R) when it fits RESIDENT_SPLIT bytes: Triton keeps a
   tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
   registers (fp32, and BLOCK_B = 1).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
@@ -39,8 +39,9 @@ import os
 import torch
 import triton
 
-GATES = {"lstm": 4, "elman": 1}
-BLOCK_H = {"lstm": 32, "elman": 64}  # the widest H tile of rows (see the docstring)
+from .cells import CELLS
+
+BLOCK_H = {"lstm": 32, "gru": 32, "elman": 64}  # the widest H tile of rows (see the docstring)
 RESIDENT_BYTES = 16 * 1024  # rows, for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
 RESIDENT_SPLIT = {"mma": 112 * 1024, "fma": 32 * 1024}  # split: a W slice kept on chip (see above)
 SPLIT_MIN_H = 128
@@ -101,10 +102,9 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False
         cfg.update(_split(cell, pass_, B, H, R, dtype, device, directions, interpret))
     cfg["STRATEGY"] = strategy
     cfg.update(override)
-    K = R if pass_ == "fwd" else GATES[cell] * H  # the reduction a resident W slice covers
-    if cfg["W_RESIDENT"] and (cfg["PIECES"] * cfg["BLOCK_K"] < K or
+    if cfg["W_RESIDENT"] and (cfg["PIECES"] * cfg["BLOCK_K"] < R or
                               (strategy == "rows" and max(H, R) > cfg["BLOCK_H"])):
-        raise ValueError(f"W_RESIDENT needs PIECES * BLOCK_K >= {K} and, for rows, H and R <= BLOCK_H; "
+        raise ValueError(f"W_RESIDENT needs PIECES * BLOCK_K >= R and, for rows, H and R <= BLOCK_H; "
                          f"got H={H}, R={R}, {cfg}")
     cfg.setdefault("FALLBACK", chosen and strategy == "split")
     return cfg
@@ -122,7 +122,7 @@ def _rows(cell, pass_, B, H, R, dtype, save):
     if pass_ == "fwd" and not proj:
         bh = max(16, triton.next_power_of_2(H))
         budget = RESIDENT_BYTES if dtype.itemsize == 2 else RESIDENT_BYTES // 4
-        resident = GATES[cell] * bh * bh * dtype.itemsize <= budget
+        resident = _tile_gates(cell) * bh * bh * dtype.itemsize <= budget
         # four resident gate tiles next to [32, BLOCK_H] accumulators spill in fp16 (see inspect)
         resident = resident and (cell == "elman" or cfg["BLOCK_B"] == 16)
         if resident:
@@ -142,16 +142,20 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
     bh = 1 if bb == 1 else 16
     while bh < 64 and tiles * triton.cdiv(H, bh) > sms:
         bh *= 2
-    gates, K = (GATES[cell], R) if pass_ == "fwd" else (1, GATES[cell] * H)
-    bk = min(256, max(16, triton.next_power_of_2(K)))
-    pieces = triton.cdiv(K, bk)
+    bk = min(256, max(16, triton.next_power_of_2(R)))
+    pieces = triton.cdiv(R, bk)
     fma = bb == 1 or dtype == torch.float32
-    resident = gates * pieces * bk * bh * dtype.itemsize <= RESIDENT_SPLIT["fma" if fma else "mma"]
+    resident = _tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= RESIDENT_SPLIT["fma" if fma else "mma"]
     # A resident slice: num_stages=1, no software pipelining. The state a step reads exists only after
     # the barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow
     # shared memory. A streamed slice keeps Triton's default, which prefetches the weight tiles.
     return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk if resident else 32, PIECES=pieces if resident else 1,
-                W_RESIDENT=resident, num_stages=1 if resident else 3, num_warps=8 if pass_ == "bwd" else 4)
+                W_RESIDENT=resident, num_stages=1 if resident else 3)
+
+
+def _tile_gates(cell):
+    """Gate columns of a fused weight tile: a power of two (kernels/common.py, load_gates_w)."""
+    return triton.next_power_of_2(CELLS[cell].gates)
 
 
 def kernel_kwargs(cfg):

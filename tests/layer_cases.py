@@ -8,6 +8,7 @@ from fastrnn import reference
 from fastrnn.testing import assert_close, tolerances
 
 SMALL_TILES = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=False)
+REFERENCE = {"elman": reference.elman_layer, "lstm": reference.lstm_layer, "gru": reference.gru_layer}
 
 
 @pytest.fixture(autouse=True, params=["rows", "stepwise"])
@@ -44,7 +45,7 @@ def case_id(cell, T, B, H, dtype, **flags):
 def layer_args(cell, T, B, I, H, P=0, bias=True, lengths=None, seed=0):
     """float64 leaf tensors for one layer: (x, h0, [c0], w_ih, w_hh, b_ih, b_hh, [w_hr])."""
     g = torch.Generator().manual_seed(seed)
-    R, G = P or H, 4 if cell == "lstm" else 1
+    R, G = P or H, {"lstm": 4, "gru": 3, "elman": 1}[cell]
     k = H ** -0.5
 
     def rand(*shape, scale=k):
@@ -61,7 +62,7 @@ def layer_args(cell, T, B, I, H, P=0, bias=True, lengths=None, seed=0):
 def check_layer(fused_fn, cell, args64, dtype, *, lengths=None, grads=True, **kw):
     """Run `fused_fn` in `dtype` and the reference in float64 on the same values; compare every
     output and, under one set of random cotangents, the gradient of every input."""
-    ref_fn = reference.lstm_layer if cell == "lstm" else reference.elman_layer
+    ref_fn = REFERENCE[cell]
     lengths = None if lengths is None else torch.tensor(lengths)
     T = args64[0].shape[0]
     args = [None if a is None else a.detach().to(dtype).requires_grad_(grads) for a in args64]
@@ -111,7 +112,7 @@ def check_bidirectional(fused_fn, cell, T, B, I, H, P=0, dtype=torch.float32, *,
     states64 = [torch.stack([a[1 + i] for a in per_dir]).detach().requires_grad_() for i in range(n_state)]
     weights64 = [a[1 + n_state:] for a in per_dir]
     lengths = None if lengths is None else torch.tensor(lengths)
-    ref_fn = reference.lstm_layer if cell == "lstm" else reference.elman_layer
+    ref_fn = REFERENCE[cell]
     ref = [ref_fn(x64, *[s[d] for s in states64], *weights64[d], reverse=d == 1, lengths=lengths, **kw)
            for d in (0, 1)]
     expected = [torch.cat([ref[0][0], ref[1][0]], dim=-1)] + [

@@ -23,7 +23,8 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   fp16/bf16 (LSTM H = 32, Elman H = 64) or 4 KiB in fp32 (whose FMA dot needs more registers per
   element); not with a projection, nor for the LSTM with BLOCK_B = 32 (both spill).
 - split / stepwise: BLOCK_B = 16 up to B = 16, 32 up to 32, else 64 (a batch tile's programs each
-  stream or hold their W slice: wider tiles mean fewer copies). BLOCK_H is the smallest power of
+  stream or hold their W slice: wider tiles mean fewer copies), but 16 for fp32, whose CUDA-core
+  products cost issue slots in proportion to the tile, and 1 for B = 1. BLOCK_H is the smallest power of
   two that keeps the grid within one program per SM (SMS, or the device's count). A program's W
   slice (its units' G * BLOCK_H rows of W_hh, the same in forward and backward) stays on chip
   (W_RESIDENT, in PIECES tiles of BLOCK_K = 256 of R) when it fits RESIDENT_SPLIT bytes: Triton keeps a
@@ -137,14 +138,14 @@ def _rows(cell, pass_, B, H, R, dtype, save):
 def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
     sms = SMS if interpret or not torch.cuda.is_available() else \
         torch.cuda.get_device_properties(device).multi_processor_count
-    bb = 1 if B == 1 else 16 if B <= 16 else 32 if B <= 32 else 64
+    fma = B == 1 or dtype == torch.float32  # products on the CUDA cores: cost grows with the tile
+    bb = 1 if B == 1 else 16 if (B <= 16 or fma) else 32 if B <= 32 else 64
     tiles = triton.cdiv(B, bb) * directions
     bh = 1 if bb == 1 else 16
     while bh < 64 and tiles * triton.cdiv(H, bh) > sms:
         bh *= 2
     bk = min(256, max(16, triton.next_power_of_2(R)))
     pieces = triton.cdiv(R, bk)
-    fma = bb == 1 or dtype == torch.float32
     resident = _tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= RESIDENT_SPLIT["fma" if fma else "mma"]
     # A resident slice: num_stages=1, no software pipelining. The state a step reads exists only after
     # the barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow

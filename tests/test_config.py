@@ -37,7 +37,7 @@ def test_tuned_settings_apply_to_rows_where_listed():
 
 @pytest.mark.parametrize("B,H,dtype,programs", [
     (16, 768, BF16, 48),   # (a) of the issue: one batch tile, 48 programs of 16 units
-    (64, 256, F32, 16),    # (b)
+    (64, 256, F32, 64),    # (b): fp32 products on the CUDA cores: 16-row tiles, 4 of them
     (256, 1024, BF16, 128),  # (c): 4 batch tiles of 64 x 32 tiles of 32 units
     (1, 512, F32, 128),    # (d): one row, CUDA-core products, 4 units a program
 ])
@@ -46,7 +46,7 @@ def test_heuristic_splits_the_issue_shapes_across_the_gpu(B, H, dtype, programs)
     assert cfg["STRATEGY"] == "split" and cfg["FALLBACK"]
     grid = -(-H // cfg["BLOCK_H"]) * -(-B // cfg["BLOCK_B"])
     assert grid == programs
-    assert cfg["BLOCK_B"] == (1 if B == 1 else min(64, max(16, B)))
+    assert cfg["BLOCK_B"] == (1 if B == 1 else 16 if dtype == F32 else min(64, max(16, B)))
 
 
 def test_split_keeps_the_w_slice_on_chip_at_shape_a():

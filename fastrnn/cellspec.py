@@ -4,8 +4,8 @@ A `CellSpec` says what differs between the Elman RNN, the LSTM and the GRU: the 
 order, which states the cell carries (h, or h and c), whether it projects, which of its biases fold
 into the input GEMM, its float64 reference step and layer (fastrnn/reference.py), the name of its
 fused op (fastrnn/fused.py), torch.nn's classes and torch's own `_VF` functions. `of(mode)` finds
-the cell of a torch.nn mode ('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU') or cell class name ('RNNCell',
-'LSTMCell', 'GRUCell').
+the cell of a torch.nn mode ('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU') or class name ('RNN', 'LSTM',
+'GRU', 'RNNCell', 'LSTMCell', 'GRUCell').
 
 The maths of each cell is in fastrnn/reference.py's docstring (once).
 """
@@ -86,11 +86,11 @@ GRU = CellSpec(
     folded_hh_gates=2)
 
 CELLS = (ELMAN, LSTM, GRU)
-_BY_MODE = {key: spec for spec in CELLS for key in (*spec.modes, spec.cell_mode)}
+_BY_MODE = {key: spec for spec in CELLS for key in (*spec.modes, spec.torch_name, spec.cell_mode)}
 
 
 def of(mode):
-    """The CellSpec of a torch.nn mode ('RNN_TANH', 'LSTM', 'GRU', ...) or cell class name ('GRUCell')."""
+    """The CellSpec of a torch.nn mode ('RNN_TANH', 'LSTM', 'GRU', ...) or class name ('RNN', 'GRUCell')."""
     try:
         return _BY_MODE[mode]
     except KeyError:

@@ -23,7 +23,8 @@ def test_torch_and_reference_pass(capsys):
     status, out = _run(["--device", "cpu", "--backend", "torch", "--backend", "reference", "--cases", "T1-B1"],
                        capsys)
     assert status == 0, out
-    for label in ("torch.nn.RNN", "torch.nn.LSTM", "fastrnn.RNN[reference]", "fastrnn.LSTM[reference]"):
+    for label in ("torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "fastrnn.RNN[reference]",
+                  "fastrnn.LSTM[reference]", "fastrnn.GRU[reference]"):
         line = next(line for line in out.splitlines() if line.startswith(label + " "))
         assert line.endswith("PASS") and "float64" in line
     assert "FAIL" not in out and out.rstrip().endswith("all passed")
@@ -43,6 +44,20 @@ def test_failure_sets_exit_status_and_explains(capsys):
     assert status == 1
     assert "torch.nn.LSTM" in out and "FAIL" in out and "elements differ" in out
     assert out.rstrip().endswith("FAILED")
+
+
+def test_a_cell_without_kernels_is_skipped_on_triton_unless_asked_for(capsys, monkeypatch):
+    """A cell whose fused op this fastrnn lacks: its triton row says so (SKIP, or FAIL when triton
+    was asked for by name); the other implementations of that cell still run."""
+    from fastrnn import fused
+    monkeypatch.delattr(fused, "gru_directions", raising=False)
+    status, out = _run(["--device", "cpu", "--cases", "GRU-T1"], capsys)
+    assert status == 0, out
+    assert "SKIP: fastrnn.fused has no gru_directions" in out
+    for label in ("torch.nn.GRU", "fastrnn.GRU[reference]", "fastrnn.GRU[aten]"):
+        assert next(line for line in out.splitlines() if line.startswith(label + " ")).endswith("PASS")
+    status, out = _run(["--device", "cpu", "--backend", "triton", "--cases", "GRU-T1"], capsys)
+    assert status == 1 and "FAIL: fastrnn.fused has no gru_directions" in out
 
 
 def test_unavailable_backend_fails_only_when_asked_for(capsys, monkeypatch):

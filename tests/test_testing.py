@@ -1,15 +1,20 @@
 """The oracle itself: check_module passes correct modules and catches each deliberately broken one."""
 import functools
+from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fastrnn
+from fastrnn import cellspec, reference
 from fastrnn.testing import Case, assert_rnn_close, check_module, default_cases
 from fastrnn.testing.plugin import rnn_oracle  # noqa: F401  (the fixture, without the entry point)
+
+from module_cases import needs_kernels
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -22,16 +27,17 @@ def _dtype_id(dtype):
 # Correct modules pass.
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
-@pytest.mark.parametrize("factory", [nn.RNN, nn.LSTM], ids=["RNN", "LSTM"])
+@pytest.mark.parametrize("factory", [nn.RNN, nn.LSTM, nn.GRU], ids=["RNN", "LSTM", "GRU"])
 def test_torch_nn_passes(factory, dtype):
     report = check_module(factory, dtype=dtype)
     assert report.passed and len(report.results) == len(default_cases(report.kind))
     assert all(r.max_abs < 0.1 for r in report.results)
 
 
-@pytest.mark.parametrize("cls", ["RNN", "LSTM"])
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
 def test_fastrnn_backend_passes(cls, backend):
     """Every module backend of the suite (conftest.MODULE_BACKENDS); triton runs fp32 only."""
+    needs_kernels(cls, backend)
     dtype = torch.float32 if backend == "triton" else torch.float64
     # The interpreter is slow: triton runs the quick half of the battery here (all of it on a GPU).
     report = check_module(functools.partial(getattr(fastrnn, cls), backend=backend), dtype=dtype,
@@ -85,13 +91,21 @@ class _Reparametrized:
             self._inside = False
 
 
-class SwappedGatesLSTM(_Reparametrized, nn.LSTM):
-    """Gate rows read as f|i|g|o instead of i|f|g|o."""
+class _SwapsFirstTwoGates(_Reparametrized):
+    """Gate rows read with the first two gates swapped."""
     def tamper(self, name, p):
         if name.startswith(("weight_ih", "weight_hh", "bias")):
-            i, f, g, o = p.chunk(4, 0)
-            return torch.cat([f, i, g, o])
+            first, second, *rest = p.chunk(cellspec.of(self.mode).gates, 0)
+            return torch.cat([second, first, *rest])
         return p
+
+
+class SwappedGatesLSTM(_SwapsFirstTwoGates, nn.LSTM):
+    """Gate rows read as f|i|g|o instead of i|f|g|o."""
+
+
+class SwappedGatesGRU(_SwapsFirstTwoGates, nn.GRU):
+    """Gate rows read as z|r|n instead of r|z|n."""
 
 
 class MissingBiasLSTM(_Reparametrized, nn.LSTM):
@@ -100,13 +114,43 @@ class MissingBiasLSTM(_Reparametrized, nn.LSTM):
         return p * 0 if name.startswith("bias_hh") else p
 
 
+class MissingBhnGRU(_Reparametrized, nn.GRU):
+    """Forgets b_hn, the part of bias_hh that cannot be folded into the input GEMM."""
+    def tamper(self, name, p):
+        if name.startswith("bias_hh"):
+            b_hr, b_hz, b_hn = p.chunk(3)
+            return torch.cat([b_hr, b_hz, b_hn * 0])
+        return p
+
+
+def _gru_cell_bhn_outside_reset(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+    """reference.gru_cell with b_hn added outside the reset product: n = tanh(W_in x + b_in +
+    r * (W_hn h) + b_hn), what a kernel that folds every bias into the input GEMM computes."""
+    x_r, x_z, x_n = F.linear(x, weight_ih, bias_ih).chunk(3, dim=-1)
+    h_r, h_z, h_n = F.linear(h, weight_hh).chunk(3, dim=-1)
+    b_r, b_z, b_n = (torch.zeros_like(weight_hh[:, 0]) if bias_hh is None else bias_hh).chunk(3)
+    r, z = torch.sigmoid(x_r + h_r + b_r), torch.sigmoid(x_z + h_z + b_z)
+    n = torch.tanh(x_n + r * h_n + b_n)
+    return (1 - z) * n + z * h
+
+
+class BhnOutsideResetGRU(fastrnn.GRU):
+    """fastrnn's reference GRU with the step above."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, backend="reference", **kwargs)
+
+    def forward(self, input, hx=None):
+        with mock.patch.object(reference, "gru_cell", _gru_cell_bhn_outside_reset):
+            return super().forward(input, hx)
+
+
 class IgnoresNonlinearityRNN(nn.RNN):
     """Always tanh, whatever nonlinearity was asked for."""
     def __init__(self, *args, nonlinearity="tanh", **kwargs):
         super().__init__(*args, **kwargs)
 
 
-class ReverseNotFlippedBackLSTM(nn.LSTM):
+class _ReverseNotFlippedBack:
     """The reverse direction's outputs are left in reverse time order (h_n is right)."""
     def forward(self, input, hx=None):
         out, hidden = super().forward(input, hx)
@@ -115,6 +159,14 @@ class ReverseNotFlippedBackLSTM(nn.LSTM):
             R = out.shape[-1] // 2
             out = torch.cat([out[..., :R], out[..., R:].flip(time_dim)], dim=-1)
         return out, hidden
+
+
+class ReverseNotFlippedBackLSTM(_ReverseNotFlippedBack, nn.LSTM):
+    pass
+
+
+class ReverseNotFlippedBackGRU(_ReverseNotFlippedBack, nn.GRU):
+    pass
 
 
 class DropoutInEvalLSTM(nn.LSTM):
@@ -207,6 +259,10 @@ BROKEN = [
     (SortedOrderHnLSTM, "h_n", "LSTM-T5-B3-H7-L1-bi-packed-hx:"),
     (IgnoresHxRNN, "output", "RNN_TANH-T5-B3-H7-L2-bi-hx:"),
     (NoProjectionGradLSTM, "grad weight_hr_l0", "LSTM-T5-B3-H7-L2-bi-P3-hx:"),
+    (SwappedGatesGRU, "output", "GRU-T5-B3-H7-L1:"),
+    (MissingBhnGRU, "output", "GRU-T5-B3-H7-L1:"),
+    (BhnOutsideResetGRU, "output", "GRU-T5-B3-H7-L1:"),
+    (ReverseNotFlippedBackGRU, "output", "GRU-T5-B3-H7-L2-bi-hx:"),
 ]
 
 
@@ -218,8 +274,8 @@ def test_broken_module_fails(broken, names, case_id):
     assert case_id in message and names in message, message
 
 
-@pytest.mark.parametrize("broken", [SwappedGatesLSTM, MissingBiasLSTM, DropoutInEvalLSTM],
-                         ids=lambda b: b.__name__)
+@pytest.mark.parametrize("broken", [SwappedGatesLSTM, MissingBiasLSTM, DropoutInEvalLSTM, SwappedGatesGRU,
+                                    MissingBhnGRU, BhnOutsideResetGRU], ids=lambda b: b.__name__)
 def test_broken_module_fails_in_low_precision(broken):
     """The fp32/bf16 tolerances stay far below a real bug's error."""
     for dtype in (torch.float32, torch.bfloat16):

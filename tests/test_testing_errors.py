@@ -24,6 +24,13 @@ def _returning(reshape):
     return type("Returns", (_Returns,), {"reshape": staticmethod(reshape)})
 
 
+class _OtherMode(nn.RNN):
+    """A module that says it runs a recurrence the battery does not know."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mode = "MGU"
+
+
 BAD_ARGUMENTS = [
     # (id, factory, check_module kwargs, exception, what the message must say)
     ("cases-empty-list", nn.RNN, dict(cases=[]), ValueError, r"cases is empty.*must be None"),
@@ -41,18 +48,19 @@ BAD_ARGUMENTS = [
     ("device-gpu", nn.RNN, dict(device="gpu"), ValueError, r"device 'gpu' is not a torch device \('cpu', 'cuda'"),
     ("device-float", nn.RNN, dict(device=3.5), TypeError, r"device must be a str or torch.device.*got 3.5"),
     ("device-meta", nn.RNN, dict(device="meta"), ValueError, r"'meta' holds no values"),
-    ("kind-GRU", nn.RNN, dict(kind="GRU"), ValueError, r"kind must be 'RNN' or 'LSTM'.*got 'GRU'"),
-    ("kind-lowercase", nn.LSTM, dict(kind="lstm"), ValueError, r"kind must be 'RNN' or 'LSTM'.*got 'lstm'"),
+    ("kind-MGU", nn.RNN, dict(kind="MGU"), ValueError, r"kind must be 'RNN', 'LSTM' or 'GRU'.*got 'MGU'"),
+    ("kind-lowercase", nn.LSTM, dict(kind="lstm"), ValueError, r"kind must be 'RNN', 'LSTM' or 'GRU'.*got 'lstm'"),
     ("kind-disagrees", nn.RNN, dict(kind="LSTM"), ValueError, r"kind='LSTM', but RNN builds an RNN"),
-    ("factory-GRU", nn.GRU, dict(), ValueError, r"builds a GRU with mode 'GRU'; check_module checks the Elman"),
-    ("factory-GRU-kind", nn.GRU, dict(kind="RNN"), ValueError, r"builds a GRU with mode 'GRU'"),
+    ("kind-disagrees-GRU", nn.GRU, dict(kind="RNN"), ValueError, r"kind='RNN', but GRU builds a GRU"),
+    ("factory-other-mode", _OtherMode, dict(), ValueError,
+     r"builds a _OtherMode with mode 'MGU'; check_module checks the Elman RNN.*the LSTM.*and the GRU"),
     ("factory-not-callable", 3, dict(), TypeError, r"needs a factory called like torch.nn.RNN.*got int 3"),
     ("factory-returns-None", lambda *a, **k: None, dict(kind="RNN"), TypeError,
      r"returned NoneType, not a torch.nn.Module; check_module needs a factory called like"),
     ("factory-returns-tensor", lambda *a, **k: torch.zeros(3), dict(), TypeError,
      r"returned Tensor, not a torch.nn.Module"),
     ("factory-unknown-module", lambda i, h, **k: nn.Linear(i, h), dict(), TypeError,
-     r"cannot tell whether .* builds an RNN or an LSTM.*pass kind='RNN' or kind='LSTM'"),
+     r"cannot tell whether .* builds an RNN, an LSTM or a GRU.*pass kind='RNN', 'LSTM' or 'GRU'"),
     ("atol-negative", nn.RNN, dict(atol=-1.0), ValueError, r"atol must be a finite number >= 0.*got -1.0"),
     ("rtol-inf", nn.RNN, dict(rtol=math.inf), ValueError, r"rtol must be a finite number >= 0.*got inf"),
     ("atol-nan", nn.RNN, dict(atol=math.nan), ValueError, r"atol must be a finite number >= 0"),
@@ -137,7 +145,8 @@ def test_run_case_checks_its_arguments_too():
 
 
 BAD_CASES = [
-    (dict(mode="GRU"), r"mode must be one of \('RNN_TANH', 'RNN_RELU', 'LSTM'\), got 'GRU'"),
+    (dict(mode="MGU"), r"mode must be one of \('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU'\), got 'MGU'"),
+    (dict(mode="GRU", proj_size=3), r"proj_size=3 needs mode 'LSTM'"),
     (dict(mode="LSTM", form="pakced"), r"form must be one of \('batched', 'unbatched', 'packed'\)"),
     (dict(mode="LSTM", T=0), r"T must be an int >= 1, got 0"),
     (dict(mode="LSTM", hidden_size=2.5), r"hidden_size must be an int >= 1, got 2.5"),

@@ -1,7 +1,7 @@
 """Tools for proving an RNN implementation equal to the float64 reference.
 
 `check_module(factory)` runs the battery of configurations and input forms on anything built like
-torch.nn.RNN / torch.nn.LSTM; `assert_rnn_close` compares whole RNN results (tensor, tuple,
+torch.nn.RNN / LSTM / GRU; `assert_rnn_close` compares whole RNN results (tensor, tuple,
 PackedSequence); `assert_close` / `tolerances` compare one tensor. The pytest fixture `rnn_oracle`
 lives in `fastrnn.testing.plugin`.
 

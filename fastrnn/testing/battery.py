@@ -1,4 +1,4 @@
-"""`check_module`: prove an RNN / LSTM implementation equal to the float64 reference.
+"""`check_module`: prove an RNN / LSTM / GRU implementation equal to the float64 reference.
 
 For every case of the battery (see cases.py) the module under test is built from the case's
 torch.nn constructor arguments, its parameters are refilled with seeded random values, and the same
@@ -11,6 +11,7 @@ import math
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from .. import cellspec
 from ..functional import rnn_stack
 from .cases import check_kind, select_cases
 from .compare import assert_close, check_dtype, check_tolerance, tolerances
@@ -20,7 +21,7 @@ from .report import CaseResult, Report, TensorResult, errors
 __all__ = ["check_module", "run_case", "module_kind"]
 
 
-_FACTORY = ("a factory called like torch.nn.RNN / torch.nn.LSTM: "
+_FACTORY = ("a factory called like torch.nn.RNN / torch.nn.LSTM / torch.nn.GRU: "
             "factory(input_size, hidden_size, **kwargs) -> torch.nn.Module")
 
 
@@ -44,19 +45,27 @@ def _build(factory, *args, **kwargs):
     return module
 
 
+_KINDS = "'RNN', 'LSTM' or 'GRU'"
+
+
+def _a(kind):
+    return f"{'a' if kind == 'GRU' else 'an'} {kind}"
+
+
 def _kind_of(module):
-    """'RNN', 'LSTM' or None (cannot tell) for a built module: its `mode`, else the number of gate
-    rows of weight_ih_l0 (module built with hidden_size 3). Raises ValueError for another cell."""
+    """'RNN', 'LSTM', 'GRU' or None (cannot tell) for a built module: its `mode`, else the number of
+    gate rows of weight_ih_l0 (module built with hidden_size 3). Raises ValueError for another cell."""
     mode = getattr(module, "mode", None)
-    if mode == "LSTM":
-        return "LSTM"
-    if mode in ("RNN_TANH", "RNN_RELU"):
-        return "RNN"
     if isinstance(mode, str):
-        raise ValueError(f"the factory builds a {type(module).__name__} with mode {mode!r}; check_module checks "
-                         "the Elman RNN (mode 'RNN_TANH' or 'RNN_RELU') and the LSTM (mode 'LSTM') only")
+        try:
+            return cellspec.of(mode).torch_name
+        except ValueError:
+            raise ValueError(f"the factory builds a {type(module).__name__} with mode {mode!r}; check_module "
+                             "checks the Elman RNN (mode 'RNN_TANH' or 'RNN_RELU'), the LSTM (mode 'LSTM') "
+                             "and the GRU (mode 'GRU') only") from None
     weight = dict(module.named_parameters()).get("weight_ih_l0")
-    return {12: "LSTM", 3: "RNN"}.get(None if weight is None else weight.shape[0])
+    rows = {cell.gates * 3: cell.torch_name for cell in cellspec.CELLS}
+    return rows.get(None if weight is None else weight.shape[0])
 
 
 def _resolve_kind(factory, kind=None):
@@ -65,17 +74,17 @@ def _resolve_kind(factory, kind=None):
         check_kind(kind)
     built = _kind_of(_build(factory, 2, 3))
     if kind is None and built is None:
-        raise TypeError(f"cannot tell whether {_label(factory)} builds an RNN or an LSTM: it has no `mode` "
-                        "attribute and no torch.nn-style weight_ih_l0; pass kind='RNN' or kind='LSTM'")
+        raise TypeError(f"cannot tell whether {_label(factory)} builds an RNN, an LSTM or a GRU: it has no "
+                        f"`mode` attribute and no torch.nn-style weight_ih_l0; pass kind={_KINDS}")
     if kind is not None and built is not None and built != kind:
-        raise ValueError(f"kind={kind!r}, but {_label(factory)} builds an {built}")
+        raise ValueError(f"kind={kind!r}, but {_label(factory)} builds {_a(built)}")
     return kind or built
 
 
 def module_kind(factory):
-    """'RNN' or 'LSTM': what `factory(input_size, hidden_size)` builds (read from its `mode`, else
-    from the number of gate rows of weight_ih_l0). TypeError when it builds no nn.Module or the
-    kind cannot be told, ValueError when it builds another cell (a GRU)."""
+    """'RNN', 'LSTM' or 'GRU': what `factory(input_size, hidden_size)` builds (read from its `mode`,
+    else from the number of gate rows of weight_ih_l0). TypeError when it builds no nn.Module or the
+    kind cannot be told, ValueError when it builds another cell."""
     return _resolve_kind(factory)
 
 
@@ -184,7 +193,7 @@ def _run_reference(case, weights64, x, h0, c0, lengths):
         for sfx in ("", "_reverse")[:case.num_directions]:
             get = lambda n, k=f"_l{layer}{sfx}": weights64.get(n + k)
             w = (get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
-            weights.append(w + (get("weight_hr"),) if case.is_lstm else w)
+            weights.append(w + (get("weight_hr"),) if case.cell.projects else w)
     result = rnn_stack(x_r, (h, c) if case.is_lstm else h, weights, mode=case.mode,
                        num_layers=case.num_layers, bidirectional=case.bidirectional,
                        dropout=case.dropout, training=False, lengths=lengths, backend="reference")
@@ -304,16 +313,16 @@ def check_module(factory, *, dtype=torch.float64, device="cpu", cases=None, quic
                  atol=None, rtol=None, kind=None, name=None, raise_on_failure=True):
     """Run the oracle's battery on `factory` and compare everything against the float64 reference.
 
-    factory: called like torch.nn.RNN / torch.nn.LSTM, `factory(input_size, hidden_size, **kwargs)`
-        (torch.nn.LSTM, fastrnn.LSTM, functools.partial(fastrnn.RNN, backend="triton"), a user class).
+    factory: called like torch.nn.RNN / LSTM / GRU, `factory(input_size, hidden_size, **kwargs)`
+        (torch.nn.LSTM, fastrnn.GRU, functools.partial(fastrnn.RNN, backend="triton"), a user class).
     dtype, device: what the module runs in (the reference always runs float64 on CPU).
         dtype: float64, float32, float16 or bfloat16 (the ones `tolerances` knows).
     cases: None (the whole battery, or about half with quick=True), a `Case`, a substring of case
         ids ('packed', 'LSTM-T1'), or a non-empty list of those; every substring must match.
     atol, rtol: override `tolerances(dtype, T * num_layers)` (finite, >= 0); gradient atol scales
         with the gradient's largest value.
-    kind: 'RNN' or 'LSTM' when the factory's product does not say (see `module_kind`); when it
-        does, the two must agree.
+    kind: 'RNN', 'LSTM' or 'GRU' when the factory's product does not say (see `module_kind`); when
+        it does, the two must agree.
 
     Returns a Report (per case: max abs and rel error, pass or fail); raises AssertionError listing
     every failing case and what differed unless raise_on_failure=False. Raises TypeError or
@@ -328,7 +337,7 @@ def check_module(factory, *, dtype=torch.float64, device="cpu", cases=None, quic
         raise TypeError(f"name must be a str or None, got {name!r}")
     kind = _resolve_kind(factory, kind)  # builds one module: a factory that builds none fails here
     selected = select_cases(kind, cases, quick)
-    wrong = [c.id for c in selected if c.is_lstm != (kind == "LSTM")]
+    wrong = [c.id for c in selected if c.kind != kind]
     if wrong:
         raise ValueError(f"cases {wrong} do not fit a {kind} factory")
     label = name or _label(factory)

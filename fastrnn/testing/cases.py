@@ -2,23 +2,26 @@
 
 Shapes stay tiny (T <= 6, B <= 3, H <= 7) so that a whole battery runs in seconds on the float64
 reference, yet every feature that changes the data path appears at least once: both Elman
-nonlinearities, bias or not, projections, two layers, both directions, batch_first, unbatched input,
+nonlinearities, the LSTM, the GRU, bias or not, projections, two layers, both directions, batch_first, unbatched input,
 PackedSequence with unsorted lengths, a given or default hx, T = 1, B = 1, dropout in eval mode.
 """
 from dataclasses import dataclass, replace
 
+from .. import cellspec
+
 __all__ = ["Case", "default_cases", "select_cases", "check_kind"]
 
-KINDS = ("RNN", "LSTM")
-MODES = ("RNN_TANH", "RNN_RELU", "LSTM")
+# kind (torch.nn's class name) -> the modes of its cases
+KINDS = {cell.torch_name: tuple(cell.modes) for cell in cellspec.CELLS}
+MODES = tuple(mode for modes in KINDS.values() for mode in modes)
 FORMS = ("batched", "unbatched", "packed")
 
 
 def check_kind(kind):
-    """Raise ValueError unless `kind` is 'RNN' or 'LSTM' (the cells the battery knows)."""
+    """Raise ValueError unless `kind` is 'RNN', 'LSTM' or 'GRU' (the cells the battery knows)."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be 'RNN' or 'LSTM' (the battery checks torch.nn.RNN and torch.nn.LSTM "
-                         f"look-alikes), got {kind!r}")
+        raise ValueError(f"kind must be 'RNN', 'LSTM' or 'GRU' (the battery checks torch.nn.RNN, torch.nn.LSTM "
+                         f"and torch.nn.GRU look-alikes), got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Case:
     hx: pass random initial states (h0: [L*D, B, R], c0: [L*D, B, H]) instead of the default zeros.
     dropout: the module's dropout; the battery runs such a case in eval mode, where it must be off.
     """
-    mode: str                  # 'RNN_TANH', 'RNN_RELU' or 'LSTM'
+    mode: str                  # 'RNN_TANH', 'RNN_RELU', 'LSTM' or 'GRU'
     T: int = 5
     B: int = 3
     input_size: int = 4
@@ -45,8 +48,19 @@ class Case:
     hx: bool = False
 
     @property
+    def cell(self):
+        """The CellSpec of the case's mode (fastrnn/cellspec.py)."""
+        return cellspec.of(self.mode)
+
+    @property
+    def kind(self):
+        """torch.nn's class of the case: 'RNN', 'LSTM' or 'GRU'."""
+        return self.cell.torch_name
+
+    @property
     def is_lstm(self):
-        return self.mode == "LSTM"
+        """Does the module carry (h, c) and may it project? Only the LSTM."""
+        return self.cell.has_c
 
     @property
     def num_directions(self):
@@ -85,7 +99,7 @@ class Case:
             raise ValueError(f"an unbatched Case has one sequence: B must be 1, got {self.B}")
         if isinstance(self.proj_size, bool) or not isinstance(self.proj_size, int) or self.proj_size < 0:
             raise ValueError(f"Case proj_size must be an int >= 0, got {self.proj_size!r}")
-        if self.proj_size and not (self.is_lstm and self.proj_size < self.hidden_size):
+        if self.proj_size and not (self.cell.projects and self.proj_size < self.hidden_size):
             raise ValueError(f"proj_size={self.proj_size} needs mode 'LSTM' and proj_size < hidden_size "
                              f"({self.hidden_size}), as in torch.nn.LSTM")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
@@ -96,14 +110,12 @@ class Case:
                 raise ValueError(f"Case {field} must be True or False, got {getattr(self, field)!r}")
 
     def module_kwargs(self):
-        """Keyword arguments for torch.nn.RNN / torch.nn.LSTM (after input_size, hidden_size)."""
+        """Keyword arguments for torch.nn.RNN / LSTM / GRU (after input_size, hidden_size)."""
         kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                      dropout=self.dropout, bidirectional=self.bidirectional)
-        if self.is_lstm:
-            if self.proj_size:
-                kwargs["proj_size"] = self.proj_size
-        else:
-            kwargs["nonlinearity"] = "relu" if self.mode == "RNN_RELU" else "tanh"
+                      dropout=self.dropout, bidirectional=self.bidirectional,
+                      **self.cell.layer_kwargs(self.mode))  # the Elman RNN's nonlinearity
+        if self.proj_size:
+            kwargs["proj_size"] = self.proj_size
         return kwargs
 
 
@@ -123,7 +135,7 @@ def _variants(mode):
         (replace(base, T=6, B=1, num_layers=2, bidirectional=True, form="packed"), False),
         (replace(base, num_layers=2, dropout=0.5), True),
     ]
-    if mode == "LSTM":
+    if cellspec.of(mode).projects:
         out += [
             (replace(base, proj_size=3, num_layers=2, bidirectional=True, hx=True), True),
             (replace(base, proj_size=3, form="packed", bias=False, hx=True), False),
@@ -132,10 +144,9 @@ def _variants(mode):
 
 
 def default_cases(kind, quick=False):
-    """The battery for kind 'RNN' (tanh and relu) or 'LSTM'; `quick` keeps about half of it."""
+    """The battery for kind 'RNN' (tanh and relu), 'LSTM' or 'GRU'; `quick` keeps about half of it."""
     check_kind(kind)
-    modes = ("LSTM",) if kind == "LSTM" else ("RNN_TANH", "RNN_RELU")
-    return [case for mode in modes for case, in_quick in _variants(mode) if in_quick or not quick]
+    return [case for mode in KINDS[kind] for case, in_quick in _variants(mode) if in_quick or not quick]
 
 
 _ACCEPTED = ("cases must be None (the whole battery), a Case, a substring of case ids ('packed', "

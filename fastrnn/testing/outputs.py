@@ -9,7 +9,7 @@ __all__ = ["assert_rnn_close", "rnn_leaves"]
 
 
 def _is_rnn_result(x):
-    """(output, h_n) or (output, (h_n, c_n)), as torch.nn.RNN / LSTM return."""
+    """(output, h_n) or (output, (h_n, c_n)), as torch.nn.RNN / GRU / LSTM return."""
     if not (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], (torch.Tensor, PackedSequence))):
         return False
     hidden = x[1]

@@ -27,10 +27,10 @@ class CellSpec:
     gates: int               # G: gate blocks of H rows in W_ih, W_hh and the biases
     gate_order: str          # how those blocks are ordered
     states: tuple            # what the recurrence carries: ("h",) or ("h", "c")
-    projects: bool = False   # may project h (proj_size > 0): a fifth weight w_hr per direction
     # How many gate blocks of b_hh fold into the input GEMM (xg = x W_ih^T + b_ih + b_hh): all of
     # them, except the GRU's b_hn, which sits inside the reset product r * (W_hn h + b_hn).
-    folded_hh_gates: int = 0
+    folded_hh_gates: int
+    projects: bool = False   # may project h (proj_size > 0): a fifth weight w_hr per direction
     # torch.nn's message for input that is neither 2-D nor 3-D ({dim}: the input's); RNN's says
     # "tensor", LSTM's and GRU's do not
     input_dim_error: str = "{name}: Expected input to be 2D or 3D, got {dim}D instead"
@@ -75,15 +75,16 @@ class CellSpec:
 
 
 ELMAN = CellSpec(
-    "elman", "RNN", {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}, "rnn_tanh_cell", gates=1,
-    gate_order="(one gate)", states=("h",), folded_hh_gates=1, input_dim_error="{name}: Expected input to be 2D or 3D, got {dim}D tensor instead",
+    name="elman", torch_name="RNN", modes={"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"},
+    cell_vf="rnn_tanh_cell", gates=1, gate_order="(one gate)", states=("h",), folded_hh_gates=1,
+    input_dim_error="{name}: Expected input to be 2D or 3D, got {dim}D tensor instead",
     mode_kwargs={"RNN_TANH": {"nonlinearity": "tanh"}, "RNN_RELU": {"nonlinearity": "relu"}})
 LSTM = CellSpec(
-    "lstm", "LSTM", {"LSTM": "lstm"}, "lstm_cell", gates=4, gate_order="i|f|g|o", states=("h", "c"),
-    projects=True, folded_hh_gates=4)
+    name="lstm", torch_name="LSTM", modes={"LSTM": "lstm"}, cell_vf="lstm_cell", gates=4,
+    gate_order="i|f|g|o", states=("h", "c"), projects=True, folded_hh_gates=4)
 GRU = CellSpec(
-    "gru", "GRU", {"GRU": "gru"}, "gru_cell", gates=3, gate_order="r|z|n", states=("h",),
-    folded_hh_gates=2)
+    name="gru", torch_name="GRU", modes={"GRU": "gru"}, cell_vf="gru_cell", gates=3,
+    gate_order="r|z|n", states=("h",), folded_hh_gates=2)
 
 CELLS = (ELMAN, LSTM, GRU)
 _BY_MODE = {key: spec for spec in CELLS for key in (*spec.modes, spec.torch_name, spec.cell_mode)}

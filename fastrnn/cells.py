@@ -15,7 +15,7 @@ import torch
 from . import aten, cellspec
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
-from .functional import check_weights, rnn_stack
+from .functional import autocast_result_dtype, check_weights, rnn_stack
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
@@ -77,13 +77,17 @@ class _CellMixin:
             raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
 
     def _step(self, mode, x, hx, weights):
-        """x: [B, I] -> rnn_stack over T=1, one layer: returns (out [1, B, H], h_n or (h_n, c_n)).
-        Under autocast rnn_stack runs in the autocast dtype, as torch's cells do their GEMMs."""
-        check_weights(x, [weights], gates=cellspec.of(mode).gates, hidden_size=self.hidden_size,
+        """x: [B, I], hx: h [1, B, H] or (h, c) -> rnn_stack over T=1, one layer: returns the new
+        states, h [B, H] or (h, c). Under autocast rnn_stack runs in the autocast dtype, as torch's
+        cells do their GEMMs, and the states come back in the dtype torch's cell returns."""
+        cell = cellspec.of(mode)
+        check_weights(x, [weights], gates=cell.gates, hidden_size=self.hidden_size,
                       recurrent_size=self.hidden_size, bidirectional=False, batch=x.shape[0],
                       names=lambda layer, d, kind: kind)
-        return rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
-                         backend=self.backend)
+        _, hidden = rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
+                              backend=self.backend)
+        dtype = autocast_result_dtype(cell, "cell", x.device.type, cell.states_of(hx))
+        return cell.hx([h[0] if dtype is None else h[0].to(dtype) for h in cell.states_of(hidden)])
 
     def _one_state_forward(self, input, hx):
         """forward of a cell whose only state is h (RNNCell, GRUCell), after torch's checks in
@@ -100,8 +104,7 @@ class _CellMixin:
         self._check_state(x, hx, 0)
         self._check_dtypes(x, hx)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, h_n = self._step(mode, x, hx[None], weights)
-        h = h_n[0]
+        h = self._step(mode, x, hx[None], weights)
         return h if is_batched else h.squeeze(0)
 
 
@@ -168,13 +171,7 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
         self._check_state(x, c0, 1)
         self._check_dtypes(x, h0)  # torch promotes a c of another dtype, and so does the reference
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
-        _, (h_n, c_n) = self._step("LSTM", x, (h0[None], c0[None]), weights)
-        h, c = h_n[0], c_n[0]
-        if x.device.type == "cpu" and autocast_active("cpu"):
-            # torch's CPU lstm_cell does its GEMMs in the autocast dtype and the cell update in
-            # c's: the result has the wider of the two (float32 for a float32 c)
-            dtype = torch.promote_types(torch.get_autocast_dtype("cpu"), c0.dtype)
-            h, c = h.to(dtype), c.to(dtype)
+        h, c = self._step("LSTM", x, (h0[None], c0[None]), weights)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
 
 

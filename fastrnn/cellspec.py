@@ -31,6 +31,10 @@ class CellSpec:
     # them, except the GRU's b_hn, which sits inside the reset product r * (W_hn h + b_hn).
     folded_hh_gates: int
     projects: bool = False   # may project h (proj_size > 0): a fifth weight w_hr per direction
+    # Which of torch.nn's classes ("layer", "cell") run only their GEMMs in the autocast dtype under
+    # CPU autocast (their op is not on autocast's CPU list; the linear ops it decomposes into are)
+    # and update the state in its own dtype (functional.autocast_result_dtype).
+    cpu_autocast_gemms_only: tuple = ()
     # torch.nn's message for input that is neither 2-D nor 3-D ({dim}: the input's); RNN's says
     # "tensor", LSTM's and GRU's do not
     input_dim_error: str = "{name}: Expected input to be 2D or 3D, got {dim}D instead"
@@ -81,10 +85,10 @@ ELMAN = CellSpec(
     mode_kwargs={"RNN_TANH": {"nonlinearity": "tanh"}, "RNN_RELU": {"nonlinearity": "relu"}})
 LSTM = CellSpec(
     name="lstm", torch_name="LSTM", modes={"LSTM": "lstm"}, cell_vf="lstm_cell", gates=4,
-    gate_order="i|f|g|o", states=("h", "c"), projects=True, folded_hh_gates=4)
+    gate_order="i|f|g|o", states=("h", "c"), projects=True, folded_hh_gates=4, cpu_autocast_gemms_only=("cell",))
 GRU = CellSpec(
     name="gru", torch_name="GRU", modes={"GRU": "gru"}, cell_vf="gru_cell", gates=3,
-    gate_order="r|z|n", states=("h",), folded_hh_gates=2)
+    gate_order="r|z|n", states=("h",), folded_hh_gates=2, cpu_autocast_gemms_only=("layer", "cell"))
 
 CELLS = (ELMAN, LSTM, GRU)
 _BY_MODE = {key: spec for spec in CELLS for key in (*spec.modes, spec.torch_name, spec.cell_mode)}

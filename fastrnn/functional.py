@@ -73,6 +73,19 @@ def _check_lengths(lengths, T, B):
         raise ValueError(f"lengths must lie in [0, T] with T = {T}, got {lengths.tolist()}")
 
 
+def autocast_result_dtype(cell, kind, device_type, states):
+    """The dtype torch.nn's `kind` ("layer" or "cell") of `cell` returns under autocast on
+    `device_type` when it is not the autocast dtype, else None. `states`: the initial states.
+
+    On CPU, torch's GRU, GRUCell and LSTMCell (`cell.cpu_autocast_gemms_only`) do only their GEMMs
+    in the autocast dtype and update the H-wide state (c for the LSTM cell, h for the GRU) in that
+    state's own dtype, so their results come back in the wider of the two; rnn_stack computes in
+    the autocast dtype throughout, and the module casts its results to this dtype."""
+    if device_type != "cpu" or kind not in cell.cpu_autocast_gemms_only or not autocast_active("cpu"):
+        return None
+    return torch.promote_types(torch.get_autocast_dtype("cpu"), states[-1].dtype)
+
+
 def autocast_args(device_type, x, hx, weights):
     """x, hx (a tensor or a tuple) and the weight tuples cast to `device_type`'s autocast dtype."""
     dtype = torch.get_autocast_dtype(device_type)

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import aten, cellspec, packing, scripting
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
-from .functional import check_weights, rnn_stack
+from .functional import autocast_result_dtype, check_weights, rnn_stack
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -134,9 +134,13 @@ class _StackMixin:
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         self._check_hx_dtype(x, hx)
-        return rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
-                         bidirectional=self.bidirectional, dropout=self.dropout,
-                         training=self.training, lengths=lengths, backend=self.backend)
+        out, hidden = rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
+                                bidirectional=self.bidirectional, dropout=self.dropout,
+                                training=self.training, lengths=lengths, backend=self.backend)
+        dtype = autocast_result_dtype(self._cell, "layer", x.device.type, self._cell.states_of(hx))
+        if dtype is not None:  # torch.nn's GRU under CPU autocast (see there)
+            out, hidden = out.to(dtype), self._cell.hx([h.to(dtype) for h in self._cell.states_of(hidden)])
+        return out, hidden
 
     def forward(self, input, hx=None):
         """input: [T, B, I] ([B, T, I] if batch_first), unbatched [T, I], or a PackedSequence;

@@ -1,4 +1,4 @@
-"""fastrnn.RNNCell / fastrnn.LSTMCell against torch.nn's cells: results, every gradient,
+"""fastrnn.RNNCell / LSTMCell / GRUCell against torch.nn's cells: results, every gradient,
 construction, repr and error messages."""
 import copy
 import pickle
@@ -9,12 +9,13 @@ import torch
 import fastrnn
 from fastrnn.testing import assert_close
 
-from module_cases import H, I, make_pair, run_dtype
+from module_cases import H, I, make_pair, needs_kernels, run_dtype
 from outcomes import outcome
 
 CELLS = [("RNNCell", {}), ("RNNCell", dict(nonlinearity="relu")), ("RNNCell", dict(bias=False)),
-         ("LSTMCell", {}), ("LSTMCell", dict(bias=False))]
-CELL_IDS = ["RNNCell", "RNNCell-relu", "RNNCell-nobias", "LSTMCell", "LSTMCell-nobias"]
+         ("LSTMCell", {}), ("LSTMCell", dict(bias=False)), ("GRUCell", {}), ("GRUCell", dict(bias=False))]
+CELL_IDS = ["RNNCell", "RNNCell-relu", "RNNCell-nobias", "LSTMCell", "LSTMCell-nobias", "GRUCell", "GRUCell-nobias"]
+NAMES = ["RNNCell", "LSTMCell", "GRUCell"]
 FORMS = ["B1-hx", "B3-hx", "B3-nohx", "unbatched-hx", "unbatched-nohx"]
 
 
@@ -33,6 +34,7 @@ def outputs_and_grads(module, masters, is_lstm, dtype):
 @pytest.mark.parametrize("cell", CELLS, ids=CELL_IDS)
 def test_cell_matches_torch(cell, form, backend):
     name, kw = cell
+    needs_kernels(name, backend)
     is_lstm = name == "LSTMCell"
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, kw, dtype, backend)
@@ -50,7 +52,8 @@ def test_cell_matches_torch(cell, form, backend):
 
 
 def test_cell_construction_repr_and_parameters_equal_torch():
-    for name, args in (("RNNCell", (5, 8, False, "relu")), ("LSTMCell", (5, 8, False)), ("RNNCell", (5, 8))):
+    for name, args in (("RNNCell", (5, 8, False, "relu")), ("LSTMCell", (5, 8, False)), ("RNNCell", (5, 8)),
+                       ("GRUCell", (5, 8, False)), ("GRUCell", (5, 8))):
         torch.manual_seed(3)
         fast = getattr(fastrnn, name)(*args)
         torch.manual_seed(3)
@@ -60,11 +63,12 @@ def test_cell_construction_repr_and_parameters_equal_torch():
         assert list(fast.state_dict()) == list(ref.state_dict())
         assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), ref.parameters(), strict=True))
     assert repr(fastrnn.LSTMCell(5, 8, backend="reference")) == "LSTMCell(5, 8, backend='reference')"
+    assert repr(fastrnn.GRUCell(5, 8, backend="aten")) == "GRUCell(5, 8, backend='aten')"
     with pytest.raises(ValueError, match="backend must be one of"):
         fastrnn.RNNCell(5, 8, backend="nope")
 
 
-@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("name", NAMES)
 def test_cell_copies(name):
     m = getattr(fastrnn, name)(5, 8, backend="reference")
     x = torch.randn(2, 5)
@@ -93,9 +97,10 @@ LSTM_CELL_CASES = [
 
 
 @pytest.mark.parametrize("x,hx", [c[1:] for c in RNN_CELL_CASES], ids=[c[0] for c in RNN_CELL_CASES])
-def test_rnn_cell_errors_equal_torch(x, hx, backend):
+@pytest.mark.parametrize("name", ["RNNCell", "GRUCell"])
+def test_one_state_cell_errors_equal_torch(name, x, hx, backend):
     # every backend: on "aten" the cell is torch's own forward, the others run fastrnn's checks
-    fast, ref = fastrnn.RNNCell(4, 8, backend=backend), torch.nn.RNNCell(4, 8)
+    fast, ref = getattr(fastrnn, name)(4, 8, backend=backend), getattr(torch.nn, name)(4, 8)
     want = outcome(lambda: ref(x, hx))
     assert want[0] != "ok"
     assert outcome(lambda: fast(x, hx)) == want
@@ -116,7 +121,7 @@ def test_unknown_nonlinearity_fails_at_forward_like_torch(backend):
     assert outcome(lambda: fast(x)) == outcome(lambda: ref(x)) == (RuntimeError, "Unknown nonlinearity: gelu")
 
 
-@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("name", NAMES)
 def test_cell_empty_batch(name):
     fast, ref = getattr(fastrnn, name)(4, 8), getattr(torch.nn, name)(4, 8)
     got, want = fast(torch.randn(0, 4)), ref(torch.randn(0, 4))

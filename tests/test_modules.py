@@ -1,4 +1,4 @@
-"""fastrnn.RNN / fastrnn.LSTM against torch.nn: outputs, h_n, c_n and every gradient.
+"""fastrnn.RNN / LSTM / GRU against torch.nn: outputs, h_n, c_n and every gradient.
 
 torch.nn runs in float64 with the same weights; fastrnn runs in `run_dtype(backend)` (float64 on
 the reference, float32 on the fused backends) and must agree within `tolerances(dtype, T)`,
@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import fastrnn
 from fastrnn.testing import assert_close
 
-from module_cases import H, I, make_pair, run_dtype
+from module_cases import H, I, make_pair, needs_kernels, run_dtype
 
 # (class name, constructor kwargs); every constructor option appears at least once.
 CONFIGS = [
@@ -25,7 +25,11 @@ CONFIGS = [
     ("LSTM", dict(bias=False)),
     ("LSTM", dict(proj_size=3)),
     ("LSTM", dict(proj_size=2, num_layers=2, bidirectional=True, bias=False, batch_first=True)),
+    ("GRU", {}),
+    ("GRU", dict(num_layers=2, bidirectional=True)),
+    ("GRU", dict(bias=False, batch_first=True)),
 ]
+NAMES = ["RNN", "LSTM", "GRU"]
 # (T, B). The biggest grid in this file: thin it for slow backends (the Triton interpreter).
 SHAPES = [(1, 1), (5, 3)]
 FORMS = ["hx", "nohx", "unbatched", "packed-hx", "packed-unsorted", "packed-unsorted-hx"]
@@ -108,14 +112,16 @@ def assert_matches_torch(fast, ref, masters, names, call, dtype, T):
 @pytest.mark.parametrize("config", CONFIGS, ids=[config_id(c) for c in CONFIGS])
 def test_forward_and_grads_match_torch(config, T, B, form, backend):
     name, kw = config
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, kw, dtype, backend)
     masters, names, call = make_inputs(name, kw, T, B, form)
     assert_matches_torch(fast, ref, masters, names, call, dtype, T)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_outputs_are_shaped_like_torch(name, backend):
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     kw = dict(num_layers=2, bidirectional=True, batch_first=True)
     if name == "LSTM":
@@ -129,11 +135,12 @@ def test_outputs_are_shaped_like_torch(name, backend):
     assert got[0].dtype == dtype
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_dropout_eval_equals_no_dropout_and_train_equals_torch_at_p1(name, backend):
     """Eval ignores dropout. In training with p=1 every layer but the last gets a zero input,
     which is deterministic, so torch.nn in training mode is an exact oracle; h_n/c_n of the
     first layer come from before the dropout."""
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     kw = dict(num_layers=2, bidirectional=True)
     fast, ref = make_pair(name, kw, dtype, backend, dropout=1.0)
@@ -144,8 +151,9 @@ def test_dropout_eval_equals_no_dropout_and_train_equals_torch_at_p1(name, backe
     assert_matches_torch(fast, ref, masters, names, call, dtype, 4)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_dropout_half_leaves_first_layer_state_alone(name, backend):
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, dict(num_layers=2), dtype, backend, dropout=0.5)
     x = torch.randn(4, 3, I, dtype=torch.float64)
@@ -158,10 +166,11 @@ def test_dropout_half_leaves_first_layer_state_alone(name, backend):
     assert (out.double() - want_out).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_dropout_masks_are_torchs_on_cpu(name, backend):
     """Between layers rnn_stack calls the dropout torch's CPU RNNs call, in the same order, so from
     the same seed the masks are torch.nn's: outputs and gradients agree (in the same dtype)."""
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, _ = make_pair(name, dict(num_layers=3, bidirectional=True), dtype, backend, dropout=0.5)
     ref = getattr(torch.nn, name)(I, H, num_layers=3, bidirectional=True, dropout=0.5, dtype=dtype)
@@ -179,8 +188,9 @@ def test_dropout_masks_are_torchs_on_cpu(name, backend):
     assert not torch.allclose(fast(x)[0], results[1][0])
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_train_and_eval_identical_without_dropout(name, backend):
+    needs_kernels(name, backend)
     fast = getattr(fastrnn, name)(I, H, num_layers=2, dtype=run_dtype(backend), backend=backend)
     x = torch.randn(3, 2, I, dtype=run_dtype(backend))
     a = fast.train()(x)[0]
@@ -188,8 +198,9 @@ def test_train_and_eval_identical_without_dropout(name, backend):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_empty_batch_returns_empty_tensors(name, backend):
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, dict(num_layers=2), dtype, backend)
     x = torch.randn(4, 0, I, dtype=torch.float64)
@@ -199,8 +210,9 @@ def test_empty_batch_returns_empty_tensors(name, backend):
     assert [h.shape for h in flat(got[1])] == [h.shape for h in flat(want[1])]
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", NAMES)
 def test_noncontiguous_input(name, backend):
+    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, {}, dtype, backend)
     x = torch.randn(3, 5, 2 * I, dtype=torch.float64)[:, ::2, ::2]  # [3, 3, I], strided
@@ -217,3 +229,24 @@ def test_functional_call_sees_substituted_weights(backend):
     assert_close(got, want, dtype=dtype, T=3)
     # and the module's own weights are back in use afterwards
     assert_close(fast(x.to(dtype))[0], ref(x)[0], dtype=dtype, T=3)
+
+
+# Realistic sizes beside the tiny ones: the interpreter runs triton's at the smallest of them.
+REALISTIC = {"reference": dict(T=64, B=16, I=64, H=128), "aten": dict(T=64, B=16, I=64, H=128),
+             "triton": dict(T=32, B=4, I=64, H=64)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_realistic_size_matches_torch(name, backend):
+    """Two bidirectional layers against torch.nn in float64: outputs, states and every gradient,
+    within the same tolerances (a swapped gate differs by O(0.1) here too)."""
+    needs_kernels(name, backend)
+    size = REALISTIC[backend]
+    kw = dict(num_layers=2, bidirectional=True)
+    dtype = run_dtype(backend)
+    fast = getattr(fastrnn, name)(size["I"], size["H"], **kw, dtype=dtype, backend=backend)
+    ref = getattr(torch.nn, name)(size["I"], size["H"], **kw, dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in fast.state_dict().items()})
+    masters = [torch.randn(size["T"], size["B"], size["I"], dtype=torch.float64)]
+    call = (lambda module, leaves: module(leaves[0]))
+    assert_matches_torch(fast, ref, masters, ["x"], call, dtype, size["T"])

@@ -1,4 +1,4 @@
-"""fastrnn.RNN / fastrnn.LSTM as drop-ins: construction, attributes, parameters, repr,
+"""fastrnn.RNN / LSTM / GRU as drop-ins: construction, attributes, parameters, repr,
 serialisation and the `backend` argument, each checked against torch.nn itself."""
 import copy
 import io
@@ -12,8 +12,8 @@ import fastrnn
 
 from outcomes import outcome
 
-PAIRS = [(fastrnn.RNN, torch.nn.RNN), (fastrnn.LSTM, torch.nn.LSTM)]
-PAIR_IDS = ["RNN", "LSTM"]
+PAIRS = [(fastrnn.RNN, torch.nn.RNN), (fastrnn.LSTM, torch.nn.LSTM), (fastrnn.GRU, torch.nn.GRU)]
+PAIR_IDS = ["RNN", "LSTM", "GRU"]
 
 
 
@@ -49,6 +49,15 @@ def test_rnn_only_errors_equal_torch(call):
     assert outcome(lambda: call(fastrnn.RNN)) == want
 
 
+@pytest.mark.parametrize("call", [lambda c: c(4, 8, proj_size=2), lambda c: c(4, 8, nonlinearity="tanh"),
+                                  lambda c: c(4, 8, 1, True, False, 0.0, False, None, None, 3)],
+                         ids=["proj", "nonlinearity", "too-many-positional"])
+def test_gru_only_errors_equal_torch(call):
+    want = outcome(lambda: call(torch.nn.GRU))
+    assert want[0] in (ValueError, TypeError)
+    assert outcome(lambda: call(fastrnn.GRU)) == want
+
+
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 def test_dropout_with_one_layer_warns_like_torch(pair):
     fast, ref = pair
@@ -71,17 +80,20 @@ def test_positional_order_and_attributes():
     ref = torch.nn.RNN(4, 8, 2, "relu", False, True, 0.25, True)
     lstm = fastrnn.LSTM(4, 8, 2, False, True, 1, True, 3)
     ref_lstm = torch.nn.LSTM(4, 8, 2, False, True, 1, True, 3)
+    gru = fastrnn.GRU(4, 8, 2, False, True, 1, True, dtype=torch.float64)
+    ref_gru = torch.nn.GRU(4, 8, 2, False, True, 1, True, dtype=torch.float64)
     attrs = ["mode", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
              "bidirectional", "proj_size"]
-    for fast, want in ((rnn, ref), (lstm, ref_lstm)):
+    for fast, want in ((rnn, ref), (lstm, ref_lstm), (gru, ref_gru)):
         for a in attrs:
             assert getattr(fast, a) == getattr(want, a), a
         assert type(fast.dropout) is float
         assert fast.backend == "auto"
     assert rnn.nonlinearity == "relu" and rnn.mode == "RNN_RELU"
     # RNNBase, not RNN/LSTM: Dynamo refuses those without a global switch (tests/test_compile.py)
-    assert isinstance(rnn, torch.nn.RNNBase) and isinstance(lstm, torch.nn.RNNBase)
+    assert all(isinstance(m, torch.nn.RNNBase) for m in (rnn, lstm, gru))
     assert not isinstance(rnn, torch.nn.RNN) and not isinstance(lstm, torch.nn.LSTM)
+    assert not isinstance(gru, torch.nn.GRU) and gru.mode == "GRU" and gru.weight_hh_l0.dtype == torch.float64
 
 
 PARAM_CASES = [(pair, kw) for pair in PAIRS
@@ -132,6 +144,9 @@ def test_repr():
     # torch hides nonlinearity='relu'; fastrnn shows it
     assert repr(fastrnn.RNN(4, 8, 2, "relu")) == "RNN(4, 8, num_layers=2, nonlinearity='relu')"
     assert repr(fastrnn.LSTM(4, 8, backend="reference")) == "LSTM(4, 8, backend='reference')"
+    assert repr(fastrnn.GRU(4, 8, 2, batch_first=True)) == repr(torch.nn.GRU(4, 8, 2, batch_first=True)) == \
+        "GRU(4, 8, num_layers=2, batch_first=True)"
+    assert repr(fastrnn.GRU(4, 8, backend="aten")) == "GRU(4, 8, backend='aten')"
 
 
 def test_flatten_parameters_is_a_silent_no_op():

@@ -8,6 +8,8 @@ import fastrnn
 from fastrnn import BackendError
 from fastrnn.testing import tolerances
 
+from module_cases import needs_kernels
+
 T, B, I, H = 5, 3, 4, 6
 
 
@@ -15,10 +17,11 @@ def _leaves(out):
     return torch.utils._pytree.tree_leaves(out)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM", "RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"])
 def test_forward_on_meta_gives_torch_nns_meta_outputs_on_every_backend(name, backend):
     """Shape inference and deferred init: torch.nn returns meta outputs; fastrnn used to crash
     ('unknown device type for autocast')."""
+    needs_kernels(name, backend)
     kw = {"proj_size": 2, "num_layers": 2, "bidirectional": True} if name == "LSTM" else {}
     ours = getattr(fastrnn, name)(I, H, device="meta", backend=backend, **kw)
     theirs = getattr(torch.nn, name)(I, H, device="meta", **kw)
@@ -58,20 +61,22 @@ def test_lstm_cell_promotes_a_float64_c_like_torch(backend):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell", "GRU"])
 def test_cells_under_cpu_autocast_return_torch_nns_dtype(name, backend):
     """torch.nn.RNNCell returns bf16 under CPU bf16 autocast (its linear ops are on the list),
-    torch.nn.LSTMCell float32 (lstm_cell is not); triton's LSTMCell used to return bf16."""
+    torch.nn.LSTMCell, GRUCell and GRU float32 (lstm_cell, gru_cell and gru are not); triton's
+    LSTMCell used to return bf16."""
+    needs_kernels(name, backend)
     torch.manual_seed(0)
     theirs = getattr(torch.nn, name)(I, H)
     ours = getattr(fastrnn, name)(I, H, backend=backend)
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(B, I)
+    x = torch.randn(B, I) if "Cell" in name else torch.randn(T, B, I)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, want = _leaves(ours(x)), _leaves(theirs(x))
     assert [t.dtype for t in got] == [t.dtype for t in want]
     for g, w in zip(got, want):
-        atol, rtol = tolerances(torch.bfloat16)
+        atol, rtol = tolerances(torch.bfloat16, 1 if "Cell" in name else T)
         torch.testing.assert_close(g.float(), w.float(), atol=atol, rtol=rtol)
 
 

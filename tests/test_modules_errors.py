@@ -1,4 +1,4 @@
-"""Bad forward input to fastrnn.RNN / fastrnn.LSTM raises what torch.nn raises, word for word;
+"""Bad forward input to fastrnn.RNN / LSTM / GRU raises what torch.nn raises, word for word;
 and where torch forgets a check (packed input to the LSTM) fastrnn still makes it."""
 import pytest
 import torch
@@ -42,8 +42,9 @@ LSTM_CASES = [
 
 
 @pytest.mark.parametrize("x,hx", [c[1:] for c in RNN_CASES], ids=[c[0] for c in RNN_CASES])
-def test_rnn_forward_errors_equal_torch(x, hx):
-    fast, ref = pair("RNN")
+@pytest.mark.parametrize("name", ["RNN", "GRU"])
+def test_one_state_forward_errors_equal_torch(name, x, hx):
+    fast, ref = pair(name)
     want = outcome(lambda: ref(x, hx))
     assert want[0] != "ok"
     assert outcome(lambda: fast(x, hx)) == want
@@ -72,7 +73,7 @@ def test_lstm_hx_dtype_mismatch_is_a_clear_runtime_error():
         fast(r(5, 3, I), hx)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_packed_input_size_is_checked(name):
     """torch's RNN checks this; torch's LSTM does not (and computes garbage). fastrnn checks both."""
     fast, ref = pair(name)
@@ -81,11 +82,11 @@ def test_packed_input_size_is_checked(name):
     with pytest.raises(RuntimeError) as info:
         fast(packed)
     assert str(info.value) == msg
-    if name == "RNN":
+    if name != "LSTM":
         assert outcome(lambda: ref(packed)) == (RuntimeError, msg)
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_packed_hidden_size_is_checked(name):
     fast, _ = pair(name)
     packed = pack_sequence([r(2, I), r(3, I)], enforce_sorted=False)
@@ -98,16 +99,17 @@ def test_packed_hidden_size_is_checked(name):
     assert str(info.value) == want
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16], ids=["f32-in", "bf16-in"])
 def test_autocast_skips_the_dtype_check_and_runs_in_the_autocast_dtype_like_torch(name, in_dtype,
                                                                                    torch_or_reference):
     """Where torch.nn's LSTM raises under autocast on this CPU (no AVX-512), against the float64
-    reference: the point is that fastrnn runs, in bf16, without a dtype error."""
+    reference: the point is that fastrnn runs, in bf16, without a dtype error. (torch's CPU GRU does
+    only its GEMMs in bf16 and returns its state's dtype: float32 for float32 input.)"""
     fast, ref = pair(name, bidirectional=True)
     x = r(5, 3, I, dtype=in_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, want = fast(x), torch_or_reference(ref, x)
-    assert got[0].dtype == torch.bfloat16
-    assert want.result[0].dtype == (torch.bfloat16 if want.torch_error is None else torch.float64)
+    assert got[0].dtype == (in_dtype if name == "GRU" else torch.bfloat16)
+    assert want.result[0].dtype == (got[0].dtype if want.torch_error is None else torch.float64)
     assert_close(got[0], want.result[0], name="output", dtype=torch.bfloat16, T=5)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fastrnn import aten, reference
+from fastrnn import aten, cellspec, reference
 from fastrnn.functional import rnn_stack
 from fastrnn.testing import assert_close
 
@@ -79,6 +79,26 @@ def test_elman_layer_op(dt, nonlinearity, bias, D, lens):
 
 @pytest.mark.parametrize("lens", list(LENGTHS))
 @pytest.mark.parametrize("D", [1, 2], ids=["uni", "bi"])
+@pytest.mark.parametrize("bias", ["bias", "nobias", "hh-only"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_gru_layer_op(dt, bias, D, lens):
+    dtype = DTYPES[dt]
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(D, B, H, dtype=dtype, requires_grad=True)
+    ws = [_weights(3 * H, I, H, dtype, bias != "nobias") for _ in range(D)]
+    for w in ws:
+        if bias == "hh-only":
+            w[2] = None
+    lengths = _lengths(lens)
+    out, h_n, c_n = aten.layer_directions(x, h0, None, ws, mode="GRU", lengths=lengths)
+    assert c_n is None
+    want = _reference_directions(reference.gru_layer, x.double(), [h0.double()], [_double(w) for w in ws], lengths)
+    leaves = [x, h0, *(t for w in ws for t in w)]
+    _grads_close([out.double(), h_n.double()], want, leaves, leaves, dtype)
+
+
+@pytest.mark.parametrize("lens", list(LENGTHS))
+@pytest.mark.parametrize("D", [1, 2], ids=["uni", "bi"])
 @pytest.mark.parametrize("proj", [0, P], ids=["noproj", f"P{P}"])
 @pytest.mark.parametrize("bias", ["bias", "nobias"])
 @pytest.mark.parametrize("dt", list(DTYPES))
@@ -98,15 +118,15 @@ def test_lstm_layer_op(dt, bias, proj, D, lens):
 
 
 def _stack_weights(mode, L, D, dtype, proj):
-    gates = 4 if mode == "LSTM" else 1
+    gates = cellspec.of(mode).gates
     R = proj or H
     return [_weights(gates * H, I if layer == 0 else D * R, R, dtype, True, proj if mode == "LSTM" else None)
             for layer in range(L) for _ in range(D)]
 
 
 @pytest.mark.parametrize("lens", list(LENGTHS))
-@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("RNN_RELU", 0), ("LSTM", 0), ("LSTM", P)],
-                         ids=["tanh", "relu", "lstm", f"lstm-P{P}"])
+@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("RNN_RELU", 0), ("LSTM", 0), ("LSTM", P), ("GRU", 0)],
+                         ids=["tanh", "relu", "lstm", f"lstm-P{P}", "gru"])
 @pytest.mark.parametrize("dt", list(DTYPES))
 def test_run_stack_matches_reference(dt, mode, proj, lens):
     """Two bidirectional layers in one _VF call against rnn_stack over the reference layers."""
@@ -127,6 +147,24 @@ def test_run_stack_matches_reference(dt, mode, proj, lens):
     flat = [t for w in weights for t in w]
     inputs = [x, h0, c0, *flat] if mode == "LSTM" else [x, h0, *flat]
     _grads_close([o.double() for o in got], want, inputs, inputs, dtype)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_run_stack_equals_torch_gru(packed):
+    """Bit-for-bit the same call torch.nn.GRU makes (float32, dropout off)."""
+    m = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
+    x, h0 = torch.randn(T, B, I), torch.randn(4, B, H)
+    lengths = torch.tensor([3, 5, 2, 1]) if packed else None
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    weights = [tuple(getattr(m, f"{n}_l{layer}{sfx}") for n in kinds) for layer in range(2) for sfx in ("", "_reverse")]
+    out, hn = aten.run_stack(x, h0, weights, mode="GRU", num_layers=2, bidirectional=True, lengths=lengths)
+    if packed:
+        want, whn = m(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), h0)
+        want = torch.nn.utils.rnn.pad_packed_sequence(want, total_length=T)[0]
+    else:
+        want, whn = m(x, h0)
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    torch.testing.assert_close(hn, whn, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
@@ -171,7 +209,8 @@ def test_dropout_runs_only_in_training():
     assert not torch.equal(train, eval_a)
 
 
-@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("LSTM", 0), ("LSTM", P)], ids=["tanh", "lstm", f"lstm-P{P}"])
+@pytest.mark.parametrize("mode,proj", [("RNN_TANH", 0), ("LSTM", 0), ("LSTM", P), ("GRU", 0)],
+                         ids=["tanh", "lstm", f"lstm-P{P}", "gru"])
 def test_run_stack_sorted_lengths_matches_reference(mode, proj):
     """run_stack with lengths already sorted (no permutation copies) against the float64 reference."""
     dtype, L, D, R = torch.float64, 2, 2, proj or H

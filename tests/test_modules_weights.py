@@ -9,6 +9,9 @@ import pytest
 import torch
 
 import fastrnn
+from fastrnn import cellspec
+
+from module_cases import needs_kernels
 
 T, B, I, H = 5, 3, 4, 6
 
@@ -37,9 +40,10 @@ def _cases(G):
 
 
 @pytest.mark.parametrize("case", range(11))
-@pytest.mark.parametrize("cell", ["RNN", "LSTM"])
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_wrong_parameter_raises_before_anything_runs(cell, case, backend):
-    G = 4 if cell == "LSTM" else 1
+    needs_kernels(cell, backend)
+    G = cellspec.of(cell).gates
     name, make, message = _cases(G)[case]
     model = getattr(fastrnn, cell)(I, H, num_layers=2, bidirectional=True, backend=backend)
     _replace(model, name, make(getattr(model, name).detach()))
@@ -72,10 +76,11 @@ def test_packed_input_is_checked_too(backend):
         model(packed)
 
 
-@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_cells_refuse_a_wrong_weight(cell, backend):
     """torch.nn's cells raise their own errors on "aten"; the other backends raise fastrnn's."""
-    G = 4 if cell == "LSTMCell" else 1
+    needs_kernels(cell, backend)
+    G = cellspec.of(cell).gates
     model = getattr(fastrnn, cell)(I, H, backend=backend)
     _replace(model, "weight_hh", torch.randn(G * H, 5))
     with pytest.raises(RuntimeError):

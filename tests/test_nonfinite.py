@@ -7,10 +7,14 @@ import torch
 import fastrnn
 from fastrnn.testing import tolerances
 
+from module_cases import needs_kernels
+
 T, B, I, H = 4, 3, 5, 6
 MODULES = {"RNN-tanh": ("RNN", {}), "RNN-relu": ("RNN", {"nonlinearity": "relu"}), "LSTM": ("LSTM", {}),
-           "RNNCell-relu": ("RNNCell", {"nonlinearity": "relu"}), "LSTMCell": ("LSTMCell", {})}
-WHERE = ["input", "hx", "weight_ih", "weight_hh", "bias_hh"]
+           "GRU": ("GRU", {}), "RNNCell-relu": ("RNNCell", {"nonlinearity": "relu"}), "LSTMCell": ("LSTMCell", {}),
+           "GRUCell": ("GRUCell", {})}
+# bias_hh-last: its last gate's block (the GRU's b_hn, inside the reset product)
+WHERE = ["input", "hx", "weight_ih", "weight_hh", "bias_hh", "bias_hh-last"]
 
 
 def _poison(t, value, index):
@@ -32,6 +36,7 @@ def _assert_same_nonfinite(got, want, name):
 @pytest.mark.parametrize("name", MODULES)
 def test_non_finite_values_propagate_as_in_torch(name, where, value, backend):
     cls, kwargs = MODULES[name]
+    needs_kernels(cls, backend)
     cell = cls.endswith("Cell")
     if not cell:
         kwargs = dict(kwargs, bidirectional=True)  # both directions, each from its own end
@@ -47,8 +52,9 @@ def test_non_finite_values_propagate_as_in_torch(name, where, value, backend):
         hx = _poison(hx, value, 4)
     else:
         suffix = "" if cell else "_l0_reverse"  # the reverse direction's weights
-        name_ = where + suffix
-        setattr(want_model, name_, torch.nn.Parameter(_poison(getattr(want_model, name_), value, 3)))
+        name_, index = ("bias_hh", -1) if where == "bias_hh-last" else (where, 3)
+        name_ += suffix
+        setattr(want_model, name_, torch.nn.Parameter(_poison(getattr(want_model, name_), value, index)))
     model.load_state_dict(want_model.state_dict())
     states = (hx, torch.randn(state_shape)) if "LSTM" in cls else hx
     got, want = model(x, states), want_model(x, states)

@@ -8,13 +8,18 @@ import torch
 
 import fastrnn
 
+from module_cases import needs_kernels
+
 T, B, I, H = 5, 3, 4, 6
 MODULES = {
     "RNN-relu-bi-bf": ("RNN", dict(nonlinearity="relu", bidirectional=True, batch_first=True, num_layers=2)),
     "LSTM-proj-bi": ("LSTM", dict(proj_size=3, bidirectional=True)),
     "LSTM-nobias": ("LSTM", dict(bias=False)),
+    "GRU-bi-bf": ("GRU", dict(bidirectional=True, batch_first=True, num_layers=2)),
+    "GRU-nobias": ("GRU", dict(bias=False)),
     "RNNCell": ("RNNCell", {}),
     "LSTMCell": ("LSTMCell", {}),
+    "GRUCell": ("GRUCell", {}),
 }
 
 
@@ -26,6 +31,7 @@ def _leaves(out):
 @pytest.mark.parametrize("name", MODULES)
 def test_scripted_module_gives_the_same_outputs(name, backend):
     cls, kwargs = MODULES[name]
+    needs_kernels(cls, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cls)(I, H, backend=backend, **kwargs).eval()
     scripted = torch.jit.script(model)
@@ -93,7 +99,20 @@ def test_scripted_module_refuses_bad_input_and_hx_as_the_module_does(case):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_scripted_rnn_refuses_a_3d_hx_with_unbatched_input():
-    model = fastrnn.RNN(I, H)
+@pytest.mark.parametrize("name", ["RNN", "GRU"])
+def test_scripted_one_state_module_refuses_a_3d_hx_with_unbatched_input(name):
+    model = getattr(fastrnn, name)(I, H)
     with pytest.raises(Exception, match="For unbatched 2-D input, hx should also be 2-D but got 3-D tensor"):
         torch.jit.script(model)(torch.randn(T, I), torch.zeros(1, 1, H))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_scripted_module_says_what_the_module_says_for_4d_input(name):
+    model = getattr(fastrnn, name)(I, H, backend="reference")
+    x = torch.randn(1, T, B, I)
+    with pytest.raises(ValueError) as eager:
+        model(x)
+    with pytest.raises(Exception) as script:
+        torch.jit.script(model)(x)
+    assert str(eager.value) in str(script.value)

@@ -21,13 +21,17 @@ from torch._dynamo.backends.debugging import aot_eager
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
+from fastrnn import cellspec
 from fastrnn.testing import tolerances
+
+from module_cases import needs_kernels
 
 CASES = [  # (cell, module kwargs)
     ("LSTM", dict(num_layers=1, bidirectional=True, proj_size=3)),
     ("RNN", dict(num_layers=1, bidirectional=True, nonlinearity="relu")),
+    ("GRU", dict(num_layers=2, bidirectional=True)),
 ]
-CASE_IDS = ["LSTM-L1-bi-P3", "RNN-L1-bi-relu"]
+CASE_IDS = ["LSTM-L1-bi-P3", "RNN-L1-bi-relu", "GRU-L2-bi"]
 T, B, I, H = 3, 2, 3, 5
 
 
@@ -76,6 +80,7 @@ def _assert_compiled_matches_eager(model, compiled, x=None, steps=T):
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
 @pytest.mark.parametrize("cell,kwargs", CASES, ids=CASE_IDS)
 def test_compiled_module_matches_eager(cell, kwargs, backend):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, backend=backend, **kwargs)
     graphs = []
@@ -84,7 +89,7 @@ def test_compiled_module_matches_eager(cell, kwargs, backend):
     assert len(graphs) == 1
     ops = _fastrnn_ops(graphs)
     # one opaque op per layer (both directions), nothing traced inside it; the reference is torch ops
-    fwd = {"triton": "fastrnn.lstm_fwd.default" if cell == "LSTM" else "fastrnn.elman_fwd.default",
+    fwd = {"triton": f"fastrnn.{cellspec.of(cell).name}_fwd.default",
            "aten": "fastrnn.aten_layer.default", "reference": None}[backend]
     assert ops == ([fwd] * kwargs["num_layers"] if fwd else [])
 
@@ -98,8 +103,9 @@ REALISTIC = {"triton": dict(T=32, B=4, I=64, H=64, num_layers=1),
 
 
 @pytest.mark.parametrize("backend", ["auto", "aten", "reference", "triton"])
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_compiled_training_at_realistic_size_matches_eager(cell, backend):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
     size = REALISTIC[backend]
     model = getattr(fastrnn, cell)(size["I"], size["H"], num_layers=size["num_layers"], batch_first=True,
@@ -110,8 +116,9 @@ def test_compiled_training_at_realistic_size_matches_eager(cell, backend):
 
 
 @pytest.mark.parametrize("backend", ["auto", "aten", "reference", "triton"])
-@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_compiled_cell_training_at_realistic_size_matches_eager(cell, backend):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(64, 128, backend=backend).train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -136,8 +143,9 @@ def test_inductor_compiled_module_matches_eager(backend):
 
 
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
-@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell"])
+@pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_compiled_cell_matches_eager(cell, backend):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, backend=backend)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -157,32 +165,35 @@ def test_compiled_triton_with_hidden_state_and_no_grad():
 
 
 class _Tagger(torch.nn.Module):
-    """A small model around a fastrnn LSTM: batch-first sequence in, per-step logits out."""
+    """A small model around a fastrnn LSTM or GRU: batch-first sequence in, per-step logits out."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, cell="LSTM"):
         super().__init__()
-        self.rnn = fastrnn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, backend=backend)
+        self.rnn = getattr(fastrnn, cell)(I, H, num_layers=2, bidirectional=True, batch_first=True, backend=backend)
         self.head = torch.nn.Linear(2 * H, 2)
 
     def forward(self, x):
-        out, (h_n, _) = self.rnn(x)
-        return self.head(out), h_n
+        out, hidden = self.rnn(x)
+        return self.head(out), hidden[0] if isinstance(hidden, tuple) else hidden
 
 
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
-def test_compiled_packed_input_matches_eager(backend):
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_compiled_packed_input_matches_eager(cell, backend):
     """PackedSequence in (sorted and unsorted, batch sizes changing between calls), output, h_n,
     c_n and every gradient equal eager's."""
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
-    model = fastrnn.LSTM(I, H, bidirectional=True, backend=backend)
+    model = getattr(fastrnn, cell)(I, H, bidirectional=True, backend=backend)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     params = list(model.parameters())
+    leaves = (lambda out, hidden: [out.data, *torch.utils._pytree.tree_leaves(hidden)])
     for lengths, enforce_sorted in (([3, 1, 2], False), ([3, 2], True), ([2, 3, 3, 1], False)):
         x = torch.randn(T, len(lengths), I, requires_grad=True)
         packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
-        (out_e, (h_e, c_e)), (out_c, (h_c, c_c)) = model(packed), compiled(packed)
+        (out_e, hidden_e), (out_c, hidden_c) = model(packed), compiled(packed)
         assert torch.equal(out_c.batch_sizes, out_e.batch_sizes)
-        leaves_e, leaves_c = [out_e.data, h_e, c_e], [out_c.data, h_c, c_c]
+        leaves_e, leaves_c = leaves(out_e, hidden_e), leaves(out_c, hidden_c)
         cots = [torch.randn_like(t) for t in leaves_e]
         grads_e = torch.autograd.grad(leaves_e, [x, *params], cots, retain_graph=True)  # packing is shared
         grads_c = torch.autograd.grad(leaves_c, [x, *params], cots)
@@ -192,13 +203,16 @@ def test_compiled_packed_input_matches_eager(backend):
 
 @pytest.mark.filterwarnings("ignore:The tensor attributes self.rnn._flat_weights")
 @pytest.mark.parametrize("backend", ["triton", "reference"])
-def test_export_for_inference_runs(backend):
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_export_for_inference_runs(cell, backend):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
-    model = _Tagger(backend).eval()
+    model = _Tagger(backend, cell).eval()
     x = torch.randn(B, T, I)
     program = torch.export.export(model, (x,))
     ops = [str(n.target) for n in program.graph.nodes if "fastrnn" in str(n.target)]
-    assert ops == (["fastrnn.lstm_fwd.default"] * 2 if backend == "triton" else [])  # 2 layers
+    fwd = f"fastrnn.{cellspec.of(cell).name}_fwd.default"
+    assert ops == ([fwd] * 2 if backend == "triton" else [])  # 2 layers
     x2 = torch.randn(B, T, I)  # the program runs on new data, not only on what it was traced with
     with torch.no_grad():
         want = model(x2)
@@ -210,11 +224,13 @@ def test_export_for_inference_runs(backend):
 @pytest.mark.filterwarnings("ignore:The tensor attributes self.rnn._flat_weights")
 @pytest.mark.parametrize("backend,dynamic", [("triton", (0, 1)), ("reference", (0,))],
                          ids=["triton-batch-and-time", "reference-batch"])
-def test_export_with_dynamic_shapes(backend, dynamic):
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_export_with_dynamic_shapes(cell, backend, dynamic):
     """The triton op is opaque, so batch and time both stay symbolic; the reference loops over
     time in Python, so its export specialises T (as torch.nn's does) and only B is dynamic."""
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
-    model = _Tagger(backend).eval()
+    model = _Tagger(backend, cell).eval()
     dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("time", max=256)}
     program = torch.export.export(model, (torch.randn(B, T, I),),
                                   dynamic_shapes=({d: dims[d] for d in dynamic},))

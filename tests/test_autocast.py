@@ -2,17 +2,21 @@
 backend runs its kernels in bfloat16 (the recurrent weights reach the op cast, like xg).
 
 torch.nn.RNN and torch.nn.LSTM under CPU bf16 autocast return bf16 output and states; gradients
-reach the fp32 parameters and input in fp32. (CUDA fp16/bf16 autocast takes the same code path:
-fastrnn.fused casts to torch.get_autocast_dtype of the input's device.)
+reach the fp32 parameters and input in fp32. torch.nn.GRU on CPU does only its GEMMs in bf16 and
+returns float32 for float32 input; fastrnn's GRU computes in bf16 and returns float32 as well.
+(CUDA fp16/bf16 autocast takes the same code path: fastrnn.fused casts to torch.get_autocast_dtype
+of the input's device.)
 """
 import pytest
 import torch
 
 import fastrnn
-from fastrnn import fused
+from fastrnn import cellspec, fused
+
+from module_cases import needs_kernels
 
 T, B, I, H = 3, 2, 3, 8
-CELLS = {"LSTM": (fastrnn.LSTM, torch.nn.LSTM), "RNN": (fastrnn.RNN, torch.nn.RNN)}
+CELLS = {"LSTM": (fastrnn.LSTM, torch.nn.LSTM), "RNN": (fastrnn.RNN, torch.nn.RNN), "GRU": (fastrnn.GRU, torch.nn.GRU)}
 
 
 def _pair(cell, backend):
@@ -29,11 +33,12 @@ def _leaves(result):
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference", "aten", "triton"])
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_bf16_autocast_returns_what_torch_returns(cell, backend, torch_or_reference):
     """Against torch.nn, or against the float64 reference where torch.nn itself raises on this CPU
     (its LSTM under CPU autocast without AVX-512): there backend='aten' raises torch's error and
     every other backend, 'auto' included, still runs."""
+    needs_kernels(cell, backend)
     model, ref = _pair(cell, backend)
     x = torch.randn(T, B, I, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -45,8 +50,9 @@ def test_bf16_autocast_returns_what_torch_returns(cell, backend, torch_or_refere
             return
         got = model(x)
     want_dtype = torch.bfloat16 if want.torch_error is None else torch.float64
+    got_dtype = torch.float32 if cell == "GRU" else torch.bfloat16  # see the module docstring
     for g, w in zip(_leaves(got), _leaves(want.result)):
-        assert g.dtype == torch.bfloat16 and w.dtype == want_dtype
+        assert g.dtype == got_dtype and w.dtype == (got_dtype if cell == "GRU" else want_dtype)
         # bf16 rounds at every step: a few bf16 ulps from torch's bf16 run or the float64
         # reference, far below a wrong gate's error
         torch.testing.assert_close(g.double(), w.double(), atol=2e-2, rtol=2e-2)
@@ -59,18 +65,19 @@ def test_bf16_autocast_returns_what_torch_returns(cell, backend, torch_or_refere
         torch.testing.assert_close(g.double(), w.double(), atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_triton_kernels_run_in_bf16_under_autocast(cell, monkeypatch):
+    needs_kernels(cell, "triton")
     seen = []
-    name = "lstm" if cell == "LSTM" else "elman"
-    real = getattr(fused.library, name)
+    spec = cellspec.of(cell)
+    real = getattr(fused.library, spec.name)
 
-    def spy(xg, h0, *rest):
-        # (xg, w_hh) dtypes; xg and w_hh hold one tensor per direction
-        seen.append((xg[0].dtype, rest[1 if cell == "LSTM" else 0][0].dtype))
-        return real(xg, h0, *rest)
+    def spy(xg, *rest):
+        # (xg, w_hh) dtypes; xg and w_hh hold one tensor per direction, w_hh after the states
+        seen.append((xg[0].dtype, rest[len(spec.states)][0].dtype))
+        return real(xg, *rest)
 
-    monkeypatch.setattr(fused.library, name, spy)
+    monkeypatch.setattr(fused.library, spec.name, spy)
     model, _ = _pair(cell, "triton")
     x = torch.randn(T, B, I)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

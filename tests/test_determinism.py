@@ -11,12 +11,14 @@ import torch
 import fastrnn
 from fastrnn import aten
 
+from module_cases import needs_kernels
+
 T, B, I, H = 4, 3, 3, 5
 
 
 def _run_module(cell, backend, lengths):
     torch.manual_seed(0)
-    kwargs = dict(proj_size=3) if cell == "LSTM" else dict(nonlinearity="relu")
+    kwargs = {"LSTM": dict(proj_size=3), "RNN": dict(nonlinearity="relu"), "GRU": {}}[cell]
     model = getattr(fastrnn, cell)(I, H, num_layers=2, bidirectional=True, backend=backend, **kwargs)
     x = torch.randn(T, B, I, requires_grad=True)
     if lengths is None:
@@ -50,8 +52,9 @@ def _assert_bitwise(first, second):
 
 @pytest.mark.parametrize("lengths", [None, [4, 1, 3]], ids=["full", "packed"])
 @pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_module_runs_are_bitwise_identical(cell, backend, lengths):
+    needs_kernels(cell, backend)
     _assert_bitwise(_run_module(cell, backend, lengths), _run_module(cell, backend, lengths))
 
 

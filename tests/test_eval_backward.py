@@ -5,10 +5,13 @@ import torch
 
 import fastrnn
 
+from module_cases import needs_kernels
+
 T, B, I, H = 3, 2, 3, 4
 
 
 def _pair(cell, backend, dtype=torch.float32):
+    needs_kernels(cell, backend)
     torch.manual_seed(0)
     ref = getattr(torch.nn, cell)(I, H, num_layers=2, dropout=0.5, dtype=dtype)
     model = getattr(fastrnn, cell)(I, H, num_layers=2, dropout=0.5, backend=backend, dtype=dtype)
@@ -17,7 +20,7 @@ def _pair(cell, backend, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_backward_in_eval_mode_matches_torch(cell, backend):
     model, ref = _pair(cell, backend)
     x = torch.randn(T, B, I, requires_grad=True)
@@ -30,7 +33,7 @@ def test_backward_in_eval_mode_matches_torch(cell, backend):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_double_backward_through_reference_matches_torch(cell):
     """d/dparams of |dL/dx|^2 (a gradient penalty) equals torch.nn's, in float64."""
     model, ref = _pair(cell, "reference", torch.float64)
@@ -45,14 +48,15 @@ def test_double_backward_through_reference_matches_torch(cell):
         torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-8)
 
 
-def test_double_backward_gradgradcheck_reference_lstm():
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_double_backward_gradgradcheck_reference(cell):
     torch.manual_seed(0)
-    model = fastrnn.LSTM(2, 2, backend="reference", dtype=torch.float64)
+    model = getattr(fastrnn, cell)(2, 2, backend="reference", dtype=torch.float64)
     x = torch.randn(2, 1, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: model(x)[0], (x,))
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "RNN"])
+@pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_double_backward_on_triton_points_to_reference(cell):
     model, _ = _pair(cell, "triton")
     x = torch.randn(T, B, I, requires_grad=True)

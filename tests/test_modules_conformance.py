@@ -1,4 +1,4 @@
-"""fastrnn's four classes against PyTorch's own module test data (`common_modules.module_db`):
+"""fastrnn's six classes against PyTorch's own module test data (`common_modules.module_db`):
 every sample input gives torch.nn's outputs and gradients, every error input torch.nn's error.
 Needs `expecttest` (in the `test` extra), which torch's internal test utilities import."""
 import functools
@@ -10,11 +10,11 @@ from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
 import fastrnn
 from fastrnn.testing import assert_close
 
-from module_cases import run_dtype
+from module_cases import needs_kernels, run_dtype
 from outcomes import outcome
 
-OURS = {torch.nn.RNN: fastrnn.RNN, torch.nn.LSTM: fastrnn.LSTM, torch.nn.RNNCell: fastrnn.RNNCell,
-        torch.nn.LSTMCell: fastrnn.LSTMCell}
+OURS = {torch.nn.RNN: fastrnn.RNN, torch.nn.LSTM: fastrnn.LSTM, torch.nn.GRU: fastrnn.GRU,
+        torch.nn.RNNCell: fastrnn.RNNCell, torch.nn.LSTMCell: fastrnn.LSTMCell, torch.nn.GRUCell: fastrnn.GRUCell}
 INFOS = [info for info in module_db if info.module_cls in OURS]
 
 
@@ -48,6 +48,7 @@ def grads(module, sample, dtype):
 
 @pytest.mark.parametrize("info", INFOS, ids=[i.name for i in INFOS])
 def test_module_db_samples_match_torch(info, backend):
+    needs_kernels(info.module_cls.__name__, backend)
     dtype = run_dtype(backend)
     samples = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True, training=True)
     assert samples
@@ -70,6 +71,7 @@ def test_module_db_samples_match_torch(info, backend):
 @pytest.mark.parametrize("info", [i for i in INFOS if i.module_error_inputs_func],
                          ids=[i.name for i in INFOS if i.module_error_inputs_func])
 def test_module_db_error_inputs_raise_like_torch(info, backend):
+    needs_kernels(info.module_cls.__name__, backend)
     errors = info.module_error_inputs_func(info, device="cpu", dtype=torch.float32, requires_grad=False,
                                            training=True)
     assert errors

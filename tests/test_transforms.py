@@ -15,12 +15,15 @@ import fastrnn
 from fastrnn import BackendError
 from fastrnn.testing import assert_close
 
+from module_cases import needs_kernels
+
 T, B, I, H = 4, 3, 5, 6
-MODULES = ["RNN", "LSTM", "RNNCell", "LSTMCell"]
+MODULES = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 
 def _pair(name, backend, size=(I, H)):
     """(fastrnn module on `backend` in float32, the same weights on the float64 reference)."""
+    needs_kernels(name, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, name)(*size, backend=backend)
     ref = getattr(fastrnn, name)(*size, backend="reference", dtype=torch.float64)
@@ -71,7 +74,7 @@ def test_grad_of_functional_call_reaches_every_parameter(backend):
         assert_close(got[k], want[k], name=k, T=T)
 
 
-@pytest.mark.parametrize("name", ["LSTM", "RNN"])
+@pytest.mark.parametrize("name", ["LSTM", "RNN", "GRU"])
 def test_aten_grad_and_vmap_at_a_realistic_size(name):
     """Where oneDNN runs torch's CPU RNNs (not at tiny sizes)."""
     model, ref = _pair(name, "aten", size=(64, 128))
@@ -83,7 +86,7 @@ def test_aten_grad_and_vmap_at_a_realistic_size(name):
     assert_close(torch.func.vmap(f)(xs), torch.stack([f64(xi.double()) for xi in xs]), name="vmap", T=32)
 
 
-@pytest.mark.parametrize("name", ["RNN", "RNNCell"])
+@pytest.mark.parametrize("name", ["RNN", "RNNCell", "GRU", "GRUCell"])
 @pytest.mark.parametrize("backend", ["reference", "aten"])
 def test_forward_mode_ad_matches_the_reference(name, backend):
     model, ref = _pair(name, backend)
@@ -117,7 +120,7 @@ def test_second_reverse_derivative_on_triton_raises():
 
 
 @pytest.mark.parametrize("backend", ["reference", "aten", "triton"])
-@pytest.mark.parametrize("name", ["RNN", "LSTM"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_vmap_over_parameters_or_hx_alone(name, backend):
     """Only the weights (an ensemble through functional_call), or only hx, batched: the input is
     shared. torch's own RNN op has no batching rule, so aten must notice these too."""

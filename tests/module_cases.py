@@ -22,13 +22,15 @@ def make_pair(name, kw, dtype, backend, **extra):
     return fast, ref
 
 
-def needs_kernels(name, backend):
-    """Skip a "triton" test of cell `name` (a torch.nn class name or mode: 'GRU', 'GRUCell') while
-    fastrnn.fused has no op for it; every other test runs. The GRU's kernels land separately: once
-    fused.gru_directions exists, its triton tests run and this skips nothing."""
-    if backend != "triton":
-        return
+def has_kernels(name):
+    """Does fastrnn.fused have the op of cell `name` (a torch.nn class name or mode: 'GRU', 'GRUCell')?"""
     from fastrnn import fused
-    op = cellspec.of(name).fused_directions
-    if not hasattr(fused, op):
-        pytest.skip(f"fastrnn.fused has no {op} yet")
+    return hasattr(fused, cellspec.of(name).fused_directions)
+
+
+def needs_kernels(name, backend):
+    """Skip a "triton" test of cell `name` while fastrnn.fused has no op for it; every other test
+    runs. The GRU's kernels land separately: once fused.gru_directions exists, its triton tests run
+    and this skips nothing."""
+    if backend == "triton" and not has_kernels(name):
+        pytest.skip(f"fastrnn.fused has no {cellspec.of(name).fused_directions} yet")

@@ -4,7 +4,6 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -14,7 +13,7 @@ from fastrnn import cellspec, reference
 from fastrnn.testing import Case, assert_rnn_close, check_module, default_cases
 from fastrnn.testing.plugin import rnn_oracle  # noqa: F401  (the fixture, without the entry point)
 
-from module_cases import needs_kernels
+from module_cases import gru_cell_bhn_outside_reset, needs_kernels
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -123,24 +122,13 @@ class MissingBhnGRU(_Reparametrized, nn.GRU):
         return p
 
 
-def _gru_cell_bhn_outside_reset(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
-    """reference.gru_cell with b_hn added outside the reset product: n = tanh(W_in x + b_in +
-    r * (W_hn h) + b_hn), what a kernel that folds every bias into the input GEMM computes."""
-    x_r, x_z, x_n = F.linear(x, weight_ih, bias_ih).chunk(3, dim=-1)
-    h_r, h_z, h_n = F.linear(h, weight_hh).chunk(3, dim=-1)
-    b_r, b_z, b_n = (torch.zeros_like(weight_hh[:, 0]) if bias_hh is None else bias_hh).chunk(3)
-    r, z = torch.sigmoid(x_r + h_r + b_r), torch.sigmoid(x_z + h_z + b_z)
-    n = torch.tanh(x_n + r * h_n + b_n)
-    return (1 - z) * n + z * h
-
-
 class BhnOutsideResetGRU(fastrnn.GRU):
-    """fastrnn's reference GRU with the step above."""
+    """fastrnn's reference GRU with b_hn outside the reset product (tests/module_cases.py)."""
     def __init__(self, *args, **kwargs):
         super().__init__(*args, backend="reference", **kwargs)
 
     def forward(self, input, hx=None):
-        with mock.patch.object(reference, "gru_cell", _gru_cell_bhn_outside_reset):
+        with mock.patch.object(reference, "gru_cell", gru_cell_bhn_outside_reset):
             return super().forward(input, hx)
 
 

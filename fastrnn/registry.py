@@ -2,9 +2,11 @@
 
 A case is one (cell, shape, layout, dtype, mode) point; its id reads like
 `lstm-T64-B16-H256-L1-uni-fp32-train` (plus `-packed` for a PackedSequence with varied lengths).
-The full grid is the product T x B x H x layers x directions x dtypes x modes for both cells, plus
-packed cases and, on CUDA, the anchor cases; `quick` is a 24-case subset a 2-core CPU runs in about
-15 seconds (on CUDA it adds bf16 and the anchor cases).
+The full grid is the product T x B x H x layers x directions x dtypes x modes for every cell (the
+Elman RNN with tanh, the LSTM, the GRU), plus packed cases and, on CUDA, the anchor cases; `quick`
+is a 36-case subset (12 per cell) a 2-core CPU runs in about 20 seconds (on CUDA it adds bf16 and
+the anchor cases). A case's `module_name`, `torch_mode` and `kernel_cell` say what it runs, from
+the cell's description (fastrnn/cellspec.py).
 
 Anchor (a): FlashRNN's published LSTM table is at B=16, H=768, T=1024. Its cases take I = H like
 every other case, in fp16 and bf16, both modes, on CUDA only (`--cases H768` picks them): a T=1024,
@@ -15,7 +17,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-CELLS = ("rnn", "lstm")           # rnn: the Elman RNN with tanh
+from . import cellspec
+
+CELLS = ("rnn", "lstm", "gru")    # rnn: the Elman RNN with tanh
+_MODES = {"rnn": "RNN_TANH", "lstm": "LSTM", "gru": "GRU"}  # cell -> torch.nn's mode
 SEQ_LENS = (1, 64, 512, 2048)
 BATCHES = (1, 16, 64, 256)
 HIDDENS = (64, 256, 1024)         # I = H everywhere
@@ -47,6 +52,21 @@ class Case:
     @property
     def torch_dtype(self):
         return DTYPES[self.dtype]
+
+    @property
+    def torch_mode(self):
+        """torch.nn's mode of the case's cell ('RNN_TANH', 'LSTM', 'GRU'), as backends take it."""
+        return _MODES[self.cell]
+
+    @property
+    def module_name(self):
+        """The class torch.nn and fastrnn both name the cell by: 'RNN', 'LSTM' or 'GRU'."""
+        return cellspec.of(self.torch_mode).torch_name
+
+    @property
+    def kernel_cell(self):
+        """The cell's name in the kernels and fastrnn.fused: 'elman', 'lstm' or 'gru'."""
+        return cellspec.of(self.torch_mode).name
 
     def lengths(self):
         """[B] int64 lengths: T for sequence 0, then evenly down to T/4 (None unless packed)."""

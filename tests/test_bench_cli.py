@@ -26,8 +26,8 @@ def test_registry_ids_unique_and_quick_is_a_subset():
         ids = [c.id for c in full]
         assert len(ids) == len(set(ids))
         assert {c.id for c in registry.quick(device)} <= set(ids)
-    # the grid: 2 cells x 4 T x 4 B x 3 H x 2 layers x 2 directions x 2 modes, fp32 on CPU
-    assert len([c for c in registry.full_grid("cpu") if not c.packed]) == 2 * 4 * 4 * 3 * 2 * 2 * 2
+    # the grid: 3 cells x 4 T x 4 B x 3 H x 2 layers x 2 directions x 2 modes, fp32 on CPU
+    assert len([c for c in registry.full_grid("cpu") if not c.packed]) == 3 * 4 * 4 * 3 * 2 * 2 * 2
     assert {c.dtype for c in registry.full_grid("cuda")} == {"fp32", "fp16", "bf16"}
     assert {c.dtype for c in registry.full_grid("cpu")} == {"fp32"}
 
@@ -46,12 +46,17 @@ def test_registry_has_flashrnn_anchor_on_cuda_only():
     for grid in (registry.full_grid("cpu"), registry.quick("cpu")):
         assert not {c.id for c in grid} & ANCHOR
     quick_cpu = registry.quick("cpu")
-    assert len(quick_cpu) == 24 and max(c.T * c.H for c in quick_cpu) <= 512 * 64
+    assert len(quick_cpu) == 36 and max(c.T * c.H for c in quick_cpu) <= 512 * 64
+    assert {c.cell for c in quick_cpu} == {"rnn", "lstm", "gru"}
 
 
 def test_case_id_and_lengths():
     case = registry.Case("lstm", 64, 16, 256, 1, False, "fp32", "train")
     assert case.id == "lstm-T64-B16-H256-L1-uni-fp32-train"
+    gru = registry.Case("gru", 1, 16, 256)
+    assert gru.id == "gru-T1-B16-H256-L1-uni-fp32-infer"
+    assert (gru.module_name, gru.torch_mode, gru.kernel_cell) == ("GRU", "GRU", "gru")
+    assert (case.module_name, registry.Case("rnn", 1, 1, 64).kernel_cell) == ("LSTM", "elman")
     assert case.lengths() is None
     packed = registry.Case("rnn", 8, 4, 64, 2, True, "fp32", "infer", packed=True)
     assert packed.id == "rnn-T8-B4-H64-L2-bi-fp32-infer-packed"

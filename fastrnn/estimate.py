@@ -8,7 +8,7 @@ counts the warp-instructions one step issues per warp, every loop weighted by it
 - the time loop iterates once per sub-step (as many per step as the launch counts: 1, 2 with a
   projection), so its own instructions count once per sub-step, both sides of every branch
   included (an upper bound), and each hidden-tile loop, which one sub-step runs, once per step;
-- a grid barrier's spin loop (a loop holding an atomic): 0 trips, the wait is the model's
+- a grid barrier's spin loop (acquire loads or atomics): 0 trips, the wait is the model's
   barrier term, not issue;
 - hidden-tile loops (`for h0 in range(pid * BLOCK_H, H, programs * BLOCK_H)`): 1 trip with split
   and stepwise (the busiest program's), cdiv(H, BLOCK_H) or cdiv(R, BLOCK_H) with rows;
@@ -120,7 +120,12 @@ def step_loop(instrs, strategy):
 
 
 def _is_spin(loop):
-    return not loop.children and sass.per_iteration(loop, None)["atom"] > 0
+    """The barrier's wait: an innermost loop of acquire loads at GPU scope (LDG...STRONG.GPU, with
+    the CCTL that invalidates L1) or atomics."""
+    ops = [i.opcode for i in loop.own]
+    acquire = (any(op.startswith("LDG") and "STRONG.GPU" in op for op in ops)
+               and any(op.startswith("CCTL") for op in ops))
+    return not loop.children and (acquire or sass.per_iteration(loop, None)["atom"] > 0)
 
 
 def _macs(loop, fp32_dot):

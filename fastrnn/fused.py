@@ -61,6 +61,15 @@ def _check_states(x, *states):
                                f"got {s.dtype}; use backend='reference', which promotes them as torch does")
 
 
+def _check_weights(x, weights):
+    """The kernels multiply in the weights' dtype and keep h in it: weights of another dtype than
+    the input would silently round the state (torch's matmul raises on mixed dtypes instead)."""
+    for w in (w for ws in weights for w in ws if w is not None):
+        if w.dtype != x.dtype:
+            raise BackendError(f"backend='triton' needs the weights in the input's dtype ({x.dtype}), got "
+                               f"{w.dtype}; cast them (the modules do) or run under autocast")
+
+
 def _needs_save(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -72,6 +81,7 @@ def elman_directions(x, h0, weights, *, nonlinearity="tanh", reverse=False, leng
     check_triton(x)
     _check_nonlinearity(nonlinearity)
     _check_states(x, h0)
+    _check_weights(x, weights)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh in weights])
     w_hh = [w[1] for w in weights]
     return library.elman(xg, h0, w_hh, _lengths(lengths, x), reverse, nonlinearity == "relu", config)
@@ -93,6 +103,7 @@ def lstm_directions(x, h0, c0, weights, *, reverse=False, lengths=None, config=N
     -> (out [T, B, D*R] as torch concatenates it, h_n [D, B, R], c_n [D, B, H])."""
     check_triton(x)
     _check_states(x, h0, c0)
+    _check_weights(x, weights)
     xg = _input_projection(x, [(w_ih, b_ih, b_hh) for w_ih, _, b_ih, b_hh, _ in weights])
     w_hh = [w[1] for w in weights]
     w_hr = None if weights[0][4] is None else [w[4] for w in weights]
@@ -116,6 +127,7 @@ def gru_directions(x, h0, weights, *, reverse=False, lengths=None, config=None):
     into the input GEMM; its n part b_hn sits inside the reset product, so the kernel adds it."""
     check_triton(x)
     _check_states(x, h0)
+    _check_weights(x, weights)
     H = weights[0][1].shape[1]
     zeros = x.new_zeros(H, dtype=weights[0][1].dtype)
     folded = [None if b_hh is None else torch.cat([b_hh[:2 * H], zeros]) for _, _, _, b_hh in weights]

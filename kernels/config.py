@@ -170,6 +170,6 @@ def programs_per_sm(regs, shared, num_warps, props):
     warp_regs = triton.cdiv(regs * 32, 256) * 256  # registers are allocated per warp, 256 at a time
     limits = [props.max_threads_per_multi_processor // (32 * num_warps),
               props.regs_per_multiprocessor // (warp_regs * num_warps)]
-    if shared:
-        limits.append(props.shared_memory_per_multiprocessor // shared)
+    # the driver reserves 1 KiB of shared memory per program (sm_80 and later)
+    limits.append(props.shared_memory_per_multiprocessor // (shared + 1024))
     return min(limits)

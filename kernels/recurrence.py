@@ -334,16 +334,19 @@ def run(kernel, cfg, cell, total, T, B, H, R, D, args, device, **flags):
     else:
         sync = torch.zeros(grid[1] * D + 1, dtype=torch.int32, device=device)
         full = (*args, sync, T, B, H, R, 0, total)
+        kwargs["launch_cooperative_grid"] = True  # part of the compile options: the binary checked is the one run
         fits = co_resident(kernel.warmup(*full, grid=grid, **kwargs), grid, device)
         if not fits and cfg["FALLBACK"]:
-            return run(kernel, {**cfg, "STRATEGY": "stepwise"}, cell, total, T, B, H, R, D, args, device, **flags)
+            return run(kernel, dict(cfg, STRATEGY="stepwise"), cell, total, T, B, H, R, D, args, device, **flags)
         if not fits:
             raise ValueError(f"the 'split' grid {grid} cannot be co-resident on this GPU with this kernel's "
                              f"registers and shared memory (a grid barrier would hang); use 'stepwise' or "
                              f"larger BLOCK_H / BLOCK_B: {cfg}")
-        kernel[grid](*full, launch_cooperative_grid=True, **kwargs)
-        torch._assert_async(sync[-1] == 0, "fastrnn: a grid barrier of the 'split' strategy timed out, "
-                            "so this output is wrong; rerun with FASTRNN_TRITON_STRATEGY=stepwise and report it")
+        kernel[grid](*full, **kwargs)
+        # a device-side assert: asynchronous, and fatal to the process's CUDA context (no host sync
+        # per launch, and no wrong output goes on unnoticed)
+        torch._assert_async(sync[-1] == 0, "fastrnn: a grid barrier of the 'split' strategy timed out, so "
+                            "this output is wrong; restart with FASTRNN_TRITON_STRATEGY=stepwise and report it")
 
 
 def co_resident(compiled, grid, device):

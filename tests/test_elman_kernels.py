@@ -127,6 +127,14 @@ def test_tanh_saturates_without_nan():
     torch.testing.assert_close(out[0], torch.sign(x[0]).expand(B, H))
 
 
+def test_tanh_keeps_its_relative_accuracy_near_zero():
+    """tanh(x) for tiny x as exp-based (1 - e) / (1 + e) would cancel (1e-3 relative at 1e-5)."""
+    x = torch.tensor([1e-7, -1e-6, 1e-5, 3e-4, -1e-3, 0.03, 0.0624, 0.0626, 0.2, -0.7]).reshape(1, -1, 1)
+    B, H = x.shape[1], 1
+    out, _ = fused.elman_layer(x, torch.zeros(B, H), torch.ones(H, 1), torch.zeros(H, H))
+    torch.testing.assert_close(out.flatten(), torch.tanh(x.double()).float().flatten(), atol=0, rtol=1e-6)
+
+
 def test_unknown_nonlinearity():
     x, h0, *w = [a.detach().float() for a in layer_args("elman", 2, 2, 3, 5)]
     with pytest.raises(ValueError, match="Unknown nonlinearity 'sigmoid'. Select from 'tanh' or 'relu'."):

@@ -166,6 +166,13 @@ def test_double_backward_points_to_reference():
         torch.autograd.grad(gx.pow(2).sum(), x)  # the second derivative is what raises
 
 
+def test_rejects_weights_of_another_dtype():
+    """h is kept in the weights' dtype: bf16 weights under fp32 input would round it silently."""
+    x, h0, c0, w_ih, w_hh, *rest = [None if a is None else a.detach().float() for a in layer_args("lstm", 2, 2, 3, 5)]
+    with pytest.raises(fused.BackendError, match="weights in the input's dtype"):
+        fused.lstm_layer(x, h0, c0, w_ih, w_hh.bfloat16(), *rest)
+
+
 def test_rejects_float64_with_a_pointer_to_reference():
     x, h0, c0, *w = layer_args("lstm", 2, 2, 3, 5)
     with pytest.raises(fused.BackendError, match="backend='reference'"):

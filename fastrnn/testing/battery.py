@@ -118,7 +118,7 @@ def _form_error(actual, case):
     out, hidden = actual
     if not isinstance(out, output_type):
         return f"an output of type {type(out).__name__} (expected {output_type.__name__})"
-    if case.is_lstm:
+    if case.cell.has_c:
         if not (isinstance(hidden, tuple) and len(hidden) == 2 and all(isinstance(h, torch.Tensor) for h in hidden)):
             return f"a hidden state of type {type(hidden).__name__} (expected a tuple (h_n, c_n) of tensors)"
     elif not isinstance(hidden, torch.Tensor):
@@ -150,7 +150,7 @@ def _inputs(case, gen, dtype):
     LD = case.num_layers * case.num_directions
     x = _rand((case.T, B, case.input_size), gen, dtype, 2.0)
     h0 = _rand((LD, B, case.out_size), gen, dtype) if case.hx else None
-    c0 = _rand((LD, B, case.hidden_size), gen, dtype) if case.hx and case.is_lstm else None
+    c0 = _rand((LD, B, case.hidden_size), gen, dtype) if case.hx and case.cell.has_c else None
     lengths = None
     if case.form == "packed":
         lengths = torch.tensor([max(1, case.T - 2), case.T, 1][:B] + [case.T] * max(0, B - 3))
@@ -166,7 +166,7 @@ def _to_form(case, out, h_n, c_n, lengths):
         c_n = None if c_n is None else c_n[:, 0]
     elif case.batch_first:
         out = out.transpose(0, 1)
-    return (out, (h_n, c_n)) if case.is_lstm else (out, h_n)
+    return out, case.cell.hx((h_n, c_n))
 
 
 def _module_input(case, x, lengths):
@@ -194,11 +194,11 @@ def _run_reference(case, weights64, x, h0, c0, lengths):
             get = lambda n, k=f"_l{layer}{sfx}": weights64.get(n + k)
             w = (get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"))
             weights.append(w + (get("weight_hr"),) if case.cell.projects else w)
-    result = rnn_stack(x_r, (h, c) if case.is_lstm else h, weights, mode=case.mode,
+    result = rnn_stack(x_r, case.cell.hx((h, c)), weights, mode=case.mode,
                        num_layers=case.num_layers, bidirectional=case.bidirectional,
                        dropout=case.dropout, training=False, lengths=lengths, backend="reference")
     out, hidden = result
-    h_n, c_n = hidden if case.is_lstm else (hidden, None)
+    h_n, c_n = (*case.cell.states_of(hidden), None)[:2]
     return _to_form(case, out, h_n, c_n, lengths), (x_r, h0_r, c0_r)
 
 
@@ -260,9 +260,8 @@ def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=N
         x_m, h0_m, c0_m = (_leaf(t, dtype, device) for t in (x, h0, c0))
         hx = None
         if case.hx:
-            hx = (h0_m, c0_m) if case.is_lstm else h0_m
-            if case.form == "unbatched":
-                hx = (h0_m[:, 0], c0_m[:, 0]) if case.is_lstm else h0_m[:, 0]
+            states = (h0_m, c0_m) if case.form != "unbatched" else (h0_m[:, 0], None if c0_m is None else c0_m[:, 0])
+            hx = case.cell.hx(states)
         stage = "forward"
         actual = module(_module_input(case, x_m, lengths), hx)
     except _NotAFactory:
@@ -272,7 +271,7 @@ def run_case(factory, case, *, dtype=torch.float64, device="cpu", seed=0, atol=N
         return result
     wrong = _form_error(actual, case)
     if wrong:
-        want = "(output, (h_n, c_n))" if case.is_lstm else "(output, h_n)"
+        want = "(output, (h_n, c_n))" if case.cell.has_c else "(output, h_n)"
         raise TypeError(f"{_label(factory)}'s forward returned {wrong} in case {case.id}; check_module "
                         f"accepts torch.nn's result form: a tuple {want} of tensors, the output a "
                         "PackedSequence when the input is one")

@@ -57,10 +57,6 @@ class Case:
         """torch.nn's class of the case: 'RNN', 'LSTM' or 'GRU'."""
         return self.cell.torch_name
 
-    @property
-    def is_lstm(self):
-        """Does the module carry (h, c) and may it project? Only the LSTM."""
-        return self.cell.has_c
 
     @property
     def num_directions(self):

@@ -28,14 +28,14 @@ from . import backends, registry
 
 # --- building the callables --------------------------------------------------------------------
 def _torch_module(case, device):
-    cls = torch.nn.LSTM if case.cell == "lstm" else torch.nn.RNN
+    cls = getattr(torch.nn, case.module_name)
     return cls(case.H, case.H, num_layers=case.layers, bidirectional=case.bidirectional).to(
         device=device, dtype=case.torch_dtype)
 
 
 def _fastrnn_module(case, torch_module, backend):
     import fastrnn
-    cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.RNN
+    cls = getattr(fastrnn, case.module_name)
     p = next(torch_module.parameters())
     m = cls(case.H, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
             backend=backend).to(device=p.device, dtype=p.dtype)
@@ -48,7 +48,7 @@ def _inputs(case, device):
     dtype, D = case.torch_dtype, 2 if case.bidirectional else 1
     x = torch.randn(case.T, case.B, case.H, device=device, dtype=dtype)
     h0 = torch.randn(case.layers * D, case.B, case.H, device=device, dtype=dtype)
-    hx = (h0, torch.randn_like(h0)) if case.cell == "lstm" else h0
+    hx = (h0, torch.randn_like(h0)) if case.kernel_cell == "lstm" else h0
     if case.packed:
         x = torch.nn.utils.rnn.pack_padded_sequence(x, case.lengths())
         grad = torch.randn(x.data.shape[0], D * case.H, device=device, dtype=dtype)
@@ -127,16 +127,13 @@ def make_callables(case, device, *, backend="auto", reference=False):
 
 
 # --- what ran ----------------------------------------------------------------------------------
-_KERNEL_CELL = {"lstm": "lstm", "rnn": "elman"}       # registry cell -> kernels' cell
-_TORCH_MODE = {"lstm": "LSTM", "rnn": "RNN_TANH"}     # registry cell -> backends' mode
-
 
 def launch_strategies(case, device, backend="auto"):
     """What fastrnn runs `case` on: {"backend": the concrete backend `backend` resolves to on
     `device`, then `triton_strategies`' keys}, which are None (False) off triton."""
     with torch.set_grad_enabled(case.mode == "train"):  # auto on CPU asks whether torch's op runs so
         concrete = backends.resolve(backend, torch.empty(0, device=device, dtype=case.torch_dtype),
-                                    check=False, mode=_TORCH_MODE[case.cell])
+                                    check=False, mode=case.torch_mode)
     if concrete != "triton":
         return {"backend": concrete, "fwd": None, "bwd": None, "fallback": False}
     return {"backend": concrete, **triton_strategies(case, device)}
@@ -151,7 +148,7 @@ def triton_strategies(case, device):
     A split the heuristic chose runs as stepwise when the GPU cannot hold its grid at once; that is
     decided at launch (kernels/recurrence.py), so "fallback" can only say that it may happen."""
     from .kernels.config import launch_config
-    cell, D, train = _KERNEL_CELL[case.cell], 2 if case.bidirectional else 1, case.mode == "train"
+    cell, D, train = case.kernel_cell, 2 if case.bidirectional else 1, case.mode == "train"
     fallback = False
 
     def per_layer(pass_):

@@ -13,8 +13,6 @@ import torch
 import fastrnn
 from fastrnn import cellspec, fused
 
-from module_cases import needs_kernels
-
 T, B, I, H = 3, 2, 3, 8
 CELLS = {"LSTM": (fastrnn.LSTM, torch.nn.LSTM), "RNN": (fastrnn.RNN, torch.nn.RNN), "GRU": (fastrnn.GRU, torch.nn.GRU)}
 
@@ -38,7 +36,6 @@ def test_bf16_autocast_returns_what_torch_returns(cell, backend, torch_or_refere
     """Against torch.nn, or against the float64 reference where torch.nn itself raises on this CPU
     (its LSTM under CPU autocast without AVX-512): there backend='aten' raises torch's error and
     every other backend, 'auto' included, still runs."""
-    needs_kernels(cell, backend)
     model, ref = _pair(cell, backend)
     x = torch.randn(T, B, I, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -67,7 +64,6 @@ def test_bf16_autocast_returns_what_torch_returns(cell, backend, torch_or_refere
 
 @pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_triton_kernels_run_in_bf16_under_autocast(cell, monkeypatch):
-    needs_kernels(cell, "triton")
     seen = []
     spec = cellspec.of(cell)
     real = getattr(fused.library, spec.name)

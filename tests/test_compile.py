@@ -24,8 +24,6 @@ import fastrnn
 from fastrnn import cellspec
 from fastrnn.testing import tolerances
 
-from module_cases import needs_kernels
-
 CASES = [  # (cell, module kwargs)
     ("LSTM", dict(num_layers=1, bidirectional=True, proj_size=3)),
     ("RNN", dict(num_layers=1, bidirectional=True, nonlinearity="relu")),
@@ -80,7 +78,6 @@ def _assert_compiled_matches_eager(model, compiled, x=None, steps=T):
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
 @pytest.mark.parametrize("cell,kwargs", CASES, ids=CASE_IDS)
 def test_compiled_module_matches_eager(cell, kwargs, backend):
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, backend=backend, **kwargs)
     graphs = []
@@ -105,7 +102,6 @@ REALISTIC = {"triton": dict(T=32, B=4, I=64, H=64, num_layers=1),
 @pytest.mark.parametrize("backend", ["auto", "aten", "reference", "triton"])
 @pytest.mark.parametrize("cell", ["LSTM", "RNN", "GRU"])
 def test_compiled_training_at_realistic_size_matches_eager(cell, backend):
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     size = REALISTIC[backend]
     model = getattr(fastrnn, cell)(size["I"], size["H"], num_layers=size["num_layers"], batch_first=True,
@@ -118,7 +114,6 @@ def test_compiled_training_at_realistic_size_matches_eager(cell, backend):
 @pytest.mark.parametrize("backend", ["auto", "aten", "reference", "triton"])
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_compiled_cell_training_at_realistic_size_matches_eager(cell, backend):
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(64, 128, backend=backend).train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -145,7 +140,6 @@ def test_inductor_compiled_module_matches_eager(backend):
 @pytest.mark.parametrize("backend", ["triton", "reference", "aten"])
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_compiled_cell_matches_eager(cell, backend):
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, backend=backend)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -182,7 +176,6 @@ class _Tagger(torch.nn.Module):
 def test_compiled_packed_input_matches_eager(cell, backend):
     """PackedSequence in (sorted and unsorted, batch sizes changing between calls), output, h_n,
     c_n and every gradient equal eager's."""
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cell)(I, H, bidirectional=True, backend=backend)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -205,7 +198,6 @@ def test_compiled_packed_input_matches_eager(cell, backend):
 @pytest.mark.parametrize("backend", ["triton", "reference"])
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_export_for_inference_runs(cell, backend):
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = _Tagger(backend, cell).eval()
     x = torch.randn(B, T, I)
@@ -228,7 +220,6 @@ def test_export_for_inference_runs(cell, backend):
 def test_export_with_dynamic_shapes(cell, backend, dynamic):
     """The triton op is opaque, so batch and time both stay symbolic; the reference loops over
     time in Python, so its export specialises T (as torch.nn's does) and only B is dynamic."""
-    needs_kernels(cell, backend)
     torch.manual_seed(0)
     model = _Tagger(backend, cell).eval()
     dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("time", max=256)}

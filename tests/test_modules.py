@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 import fastrnn
 from fastrnn.testing import assert_close
 
-from module_cases import H, I, make_pair, needs_kernels, run_dtype
+from module_cases import H, I, make_pair, run_dtype
 
 # (class name, constructor kwargs); every constructor option appears at least once.
 CONFIGS = [
@@ -112,7 +112,6 @@ def assert_matches_torch(fast, ref, masters, names, call, dtype, T):
 @pytest.mark.parametrize("config", CONFIGS, ids=[config_id(c) for c in CONFIGS])
 def test_forward_and_grads_match_torch(config, T, B, form, backend):
     name, kw = config
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, kw, dtype, backend)
     masters, names, call = make_inputs(name, kw, T, B, form)
@@ -121,7 +120,6 @@ def test_forward_and_grads_match_torch(config, T, B, form, backend):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_outputs_are_shaped_like_torch(name, backend):
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     kw = dict(num_layers=2, bidirectional=True, batch_first=True)
     if name == "LSTM":
@@ -140,7 +138,6 @@ def test_dropout_eval_equals_no_dropout_and_train_equals_torch_at_p1(name, backe
     """Eval ignores dropout. In training with p=1 every layer but the last gets a zero input,
     which is deterministic, so torch.nn in training mode is an exact oracle; h_n/c_n of the
     first layer come from before the dropout."""
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     kw = dict(num_layers=2, bidirectional=True)
     fast, ref = make_pair(name, kw, dtype, backend, dropout=1.0)
@@ -153,7 +150,6 @@ def test_dropout_eval_equals_no_dropout_and_train_equals_torch_at_p1(name, backe
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dropout_half_leaves_first_layer_state_alone(name, backend):
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, dict(num_layers=2), dtype, backend, dropout=0.5)
     x = torch.randn(4, 3, I, dtype=torch.float64)
@@ -170,7 +166,6 @@ def test_dropout_half_leaves_first_layer_state_alone(name, backend):
 def test_dropout_masks_are_torchs_on_cpu(name, backend):
     """Between layers rnn_stack calls the dropout torch's CPU RNNs call, in the same order, so from
     the same seed the masks are torch.nn's: outputs and gradients agree (in the same dtype)."""
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, _ = make_pair(name, dict(num_layers=3, bidirectional=True), dtype, backend, dropout=0.5)
     ref = getattr(torch.nn, name)(I, H, num_layers=3, bidirectional=True, dropout=0.5, dtype=dtype)
@@ -190,7 +185,6 @@ def test_dropout_masks_are_torchs_on_cpu(name, backend):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_and_eval_identical_without_dropout(name, backend):
-    needs_kernels(name, backend)
     fast = getattr(fastrnn, name)(I, H, num_layers=2, dtype=run_dtype(backend), backend=backend)
     x = torch.randn(3, 2, I, dtype=run_dtype(backend))
     a = fast.train()(x)[0]
@@ -200,7 +194,6 @@ def test_train_and_eval_identical_without_dropout(name, backend):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_batch_returns_empty_tensors(name, backend):
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, dict(num_layers=2), dtype, backend)
     x = torch.randn(4, 0, I, dtype=torch.float64)
@@ -212,7 +205,6 @@ def test_empty_batch_returns_empty_tensors(name, backend):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_noncontiguous_input(name, backend):
-    needs_kernels(name, backend)
     dtype = run_dtype(backend)
     fast, ref = make_pair(name, {}, dtype, backend)
     x = torch.randn(3, 5, 2 * I, dtype=torch.float64)[:, ::2, ::2]  # [3, 3, I], strided
@@ -240,7 +232,6 @@ REALISTIC = {"reference": dict(T=64, B=16, I=64, H=128), "aten": dict(T=64, B=16
 def test_realistic_size_matches_torch(name, backend):
     """Two bidirectional layers against torch.nn in float64: outputs, states and every gradient,
     within the same tolerances (a swapped gate differs by O(0.1) here too)."""
-    needs_kernels(name, backend)
     size = REALISTIC[backend]
     kw = dict(num_layers=2, bidirectional=True)
     dtype = run_dtype(backend)

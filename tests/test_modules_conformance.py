@@ -10,7 +10,7 @@ from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
 import fastrnn
 from fastrnn.testing import assert_close
 
-from module_cases import needs_kernels, run_dtype
+from module_cases import run_dtype
 from outcomes import outcome
 
 OURS = {torch.nn.RNN: fastrnn.RNN, torch.nn.LSTM: fastrnn.LSTM, torch.nn.GRU: fastrnn.GRU,
@@ -48,7 +48,6 @@ def grads(module, sample, dtype):
 
 @pytest.mark.parametrize("info", INFOS, ids=[i.name for i in INFOS])
 def test_module_db_samples_match_torch(info, backend):
-    needs_kernels(info.module_cls.__name__, backend)
     dtype = run_dtype(backend)
     samples = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True, training=True)
     assert samples
@@ -71,7 +70,6 @@ def test_module_db_samples_match_torch(info, backend):
 @pytest.mark.parametrize("info", [i for i in INFOS if i.module_error_inputs_func],
                          ids=[i.name for i in INFOS if i.module_error_inputs_func])
 def test_module_db_error_inputs_raise_like_torch(info, backend):
-    needs_kernels(info.module_cls.__name__, backend)
     errors = info.module_error_inputs_func(info, device="cpu", dtype=torch.float32, requires_grad=False,
                                            training=True)
     assert errors

@@ -8,8 +8,6 @@ import fastrnn
 from fastrnn import BackendError
 from fastrnn.testing import tolerances
 
-from module_cases import needs_kernels
-
 T, B, I, H = 5, 3, 4, 6
 
 
@@ -21,7 +19,6 @@ def _leaves(out):
 def test_forward_on_meta_gives_torch_nns_meta_outputs_on_every_backend(name, backend):
     """Shape inference and deferred init: torch.nn returns meta outputs; fastrnn used to crash
     ('unknown device type for autocast')."""
-    needs_kernels(name, backend)
     kw = {"proj_size": 2, "num_layers": 2, "bidirectional": True} if name == "LSTM" else {}
     ours = getattr(fastrnn, name)(I, H, device="meta", backend=backend, **kw)
     theirs = getattr(torch.nn, name)(I, H, device="meta", **kw)
@@ -66,7 +63,6 @@ def test_cells_under_cpu_autocast_return_torch_nns_dtype(name, backend):
     """torch.nn.RNNCell returns bf16 under CPU bf16 autocast (its linear ops are on the list),
     torch.nn.LSTMCell, GRUCell and GRU float32 (lstm_cell, gru_cell and gru are not); triton's
     LSTMCell used to return bf16."""
-    needs_kernels(name, backend)
     torch.manual_seed(0)
     theirs = getattr(torch.nn, name)(I, H)
     ours = getattr(fastrnn, name)(I, H, backend=backend)

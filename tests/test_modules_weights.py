@@ -11,8 +11,6 @@ import torch
 import fastrnn
 from fastrnn import cellspec
 
-from module_cases import needs_kernels
-
 T, B, I, H = 5, 3, 4, 6
 
 
@@ -42,7 +40,6 @@ def _cases(G):
 @pytest.mark.parametrize("case", range(11))
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_a_wrong_parameter_raises_before_anything_runs(cell, case, backend):
-    needs_kernels(cell, backend)
     G = cellspec.of(cell).gates
     name, make, message = _cases(G)[case]
     model = getattr(fastrnn, cell)(I, H, num_layers=2, bidirectional=True, backend=backend)
@@ -79,7 +76,6 @@ def test_packed_input_is_checked_too(backend):
 @pytest.mark.parametrize("cell", ["RNNCell", "LSTMCell", "GRUCell"])
 def test_cells_refuse_a_wrong_weight(cell, backend):
     """torch.nn's cells raise their own errors on "aten"; the other backends raise fastrnn's."""
-    needs_kernels(cell, backend)
     G = cellspec.of(cell).gates
     model = getattr(fastrnn, cell)(I, H, backend=backend)
     _replace(model, "weight_hh", torch.randn(G * H, 5))

@@ -8,8 +8,6 @@ import torch
 
 import fastrnn
 
-from module_cases import needs_kernels
-
 T, B, I, H = 5, 3, 4, 6
 MODULES = {
     "RNN-relu-bi-bf": ("RNN", dict(nonlinearity="relu", bidirectional=True, batch_first=True, num_layers=2)),
@@ -31,7 +29,6 @@ def _leaves(out):
 @pytest.mark.parametrize("name", MODULES)
 def test_scripted_module_gives_the_same_outputs(name, backend):
     cls, kwargs = MODULES[name]
-    needs_kernels(cls, backend)
     torch.manual_seed(0)
     model = getattr(fastrnn, cls)(I, H, backend=backend, **kwargs).eval()
     scripted = torch.jit.script(model)

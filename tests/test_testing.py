@@ -13,7 +13,7 @@ from fastrnn import cellspec, reference
 from fastrnn.testing import Case, assert_rnn_close, check_module, default_cases
 from fastrnn.testing.plugin import rnn_oracle  # noqa: F401  (the fixture, without the entry point)
 
-from module_cases import gru_cell_bhn_outside_reset, needs_kernels
+from module_cases import gru_cell_bhn_outside_reset
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -36,7 +36,6 @@ def test_torch_nn_passes(factory, dtype):
 @pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
 def test_fastrnn_backend_passes(cls, backend):
     """Every module backend of the suite (conftest.MODULE_BACKENDS); triton runs fp32 only."""
-    needs_kernels(cls, backend)
     dtype = torch.float32 if backend == "triton" else torch.float64
     # The interpreter is slow: triton runs the quick half of the battery here (all of it on a GPU).
     report = check_module(functools.partial(getattr(fastrnn, cls), backend=backend), dtype=dtype,

@@ -49,3 +49,19 @@ def test_lstm_ops(D, proj):
     bwd_args = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), w_hh, w_hh_rev,
                 w_hr, w_hr_rev, c0, LENGTHS, gates.detach(), cs.detach(), False, None)
     torch.library.opcheck(library.lstm_bwd_op, bwd_args)
+
+
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_gru_ops(D, lengths):
+    torch.manual_seed(0)
+    second = (lambda xs: xs[1] if D == 2 else None)
+    xg, w_hh = [_rand(T, B, 3 * H) for _ in range(D)], [_rand(3 * H, H) for _ in range(D)]
+    b_hn = [_rand(H) for _ in range(D)]
+    args = (xg[0], second(xg), _rand(D, B, H), w_hh[0], second(w_hh), b_hn[0], second(b_hn), lengths, D == 1,
+            True, None)
+    torch.library.opcheck(library.gru_fwd_op, args)
+    out, h_n, values = library.gru_fwd_op(*args)
+    bwd_args = (torch.randn_like(out), torch.randn_like(h_n), w_hh[0].detach(),
+                None if D == 1 else w_hh[1].detach(), lengths, values.detach(), D == 1, None)
+    torch.library.opcheck(library.gru_bwd_op, bwd_args)

@@ -12,7 +12,7 @@ setup(
     # Only what CI tests (.ci/run): torch 2.13.0 with triton 3.9, torch 2.14.1 with the triton 3.8 it pins.
     install_requires=["torch>=2.13,<2.15", "triton>=3.8,<3.10"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "numpy", "expecttest", "scikit-learn"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "pytest-benchmark>=4", "numpy", "expecttest", "scikit-learn"],
         "bench": ["pytest-benchmark>=4", "tqdm", "matplotlib>=3.7", "numpy"],
     },
 )

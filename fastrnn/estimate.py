@@ -63,7 +63,7 @@ L2_BYTES_PER_CYCLE = 64
 LAUNCH_US = 4.0
 
 SHAPES = {"a": "lstm:B=16:H=768:bf16", "b": "lstm:B=64:H=256:fp32", "c": "lstm:B=256:H=1024:bf16",
-          "d": "lstm:B=1:H=512:fp32", "e": "elman:B=64:H=256:fp32"}
+          "d": "lstm:B=1:H=512:fp32", "e": "elman:B=64:H=256:fp32", "a-gru": "gru:B=16:H=768:bf16"}
 # pass -> (kernel pass, training): the forward saves for backward in training
 PASSES = {"fwd-infer": ("fwd", False), "fwd-train": ("fwd", True), "bwd": ("bwd", True)}
 # (pass, projection) -> the hidden-tile loops of one step in address order (kernels/recurrence.py):
@@ -96,7 +96,7 @@ def parse_shape(text, name=None):
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"expected CELL:B=n:H=n:DTYPE[:P=n][:S=strategy], got {text!r}") from None
     problems = [f"unknown field(s) {sorted(opts)}"] if opts else []
-    problems += [f"cell {cell!r} is not lstm or elman"] if cell not in ("lstm", "elman") else []
+    problems += [f"cell {cell!r} is not lstm, gru or elman"] if cell not in ("lstm", "gru", "elman") else []
     problems += [f"dtype {dtype!r} is not one of {', '.join(ins.DTYPES)}"] if dtype not in ins.DTYPES else []
     problems += [f"strategy {strategy!r} is not auto or one of {', '.join(ins.STRATEGIES)}"] \
         if strategy not in ("auto", *ins.STRATEGIES) else []
@@ -199,7 +199,8 @@ def trip_counts(step, k):
             else:  # W_hh over R; W_hr over the extent the tile loop does not walk
                 loop = next(children)
                 K = k.H if kind == "P" and walks == "R" else k.R
-                trips[loop.start] = _stream_trips(loop, k, K, k.G if kind == "W" else 1)
+                tile_gates = k.G + (k.G == 3)  # a fused tile is a power of two wide (kernels/common.py)
+                trips[loop.start] = _stream_trips(loop, k, K, tile_gates if kind == "W" else 1)
     return trips
 
 

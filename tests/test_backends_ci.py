@@ -54,4 +54,6 @@ def test_ci_runs_the_newest_torch_in_a_venv_of_its_own():
     assert "--system-site-packages" not in CI
     venv = CI.index("python -m venv")
     assert CI.index("pip install -q torch==2.14.1") > venv
-    assert CI.index("python -m pytest -q tests", venv) > CI.index("pip install -q torch==2.14.1")
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r'python -m pip install -e "\.\[test\]" && (python -m pytest[^\n]*)', readme).group(1)
+    assert CI.index(command, venv) > CI.index("pip install -q torch==2.14.1")  # the README's test command

@@ -146,7 +146,7 @@ def test_parse_shape():
     s = estimate.parse_shape("lstm:B=16:H=768:bf16:P=384:S=rows")
     assert (s.cell, s.B, s.H, s.dtype, s.strategy) == ("lstm-proj", 16, 768, "bf16", "rows")
     assert estimate.parse_shape("elman:B=1:H=32:fp32", "e").name == "e"
-    for bad, why in (("lstm:B=16:bf16", "expected"), ("gru:B=1:H=8:fp32", "cell"), ("lstm:B=1:H=8:fp64", "dtype"),
+    for bad, why in (("lstm:B=16:bf16", "expected"), ("rnn:B=1:H=8:fp32", "cell"), ("lstm:B=1:H=8:fp64", "dtype"),
                      ("lstm:B=1:H=8:fp32:P=3", "H / 2"), ("lstm:B=1:H=8:fp32:X=1", "unknown"),
                      ("lstm:B=1:H=8:fp32:S=fast", "strategy")):
         with pytest.raises(argparse.ArgumentTypeError, match=why):

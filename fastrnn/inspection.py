@@ -12,6 +12,14 @@ registers, stack and local memory (a spill when either is non-zero) and static s
 Triton's dynamic shared memory (`metadata.shared`). A kernel FAILs if it spills or if static +
 dynamic shared memory exceeds the architecture's per-block limit; the command then exits with 1.
 Compiles run in fresh processes (see `run_jobs`); Triton caches them, so a rerun takes seconds.
+
+Strategies (kernels/config.py): `--strategy auto` (the default) compiles what the heuristic
+launches at each point (Case.strategy "auto"); `--strategy rows|split|stepwise`
+(repeatable) forces that strategy at every point, as `config={"STRATEGY": ...}` or
+FASTRNN_TRITON_STRATEGY can; `--strategy all` forces each of the three at every point, so that a
+clean run means no spill and no shared-memory overflow whichever strategy a user picks. Forced
+split and stepwise share tiles but not code (split's grid barrier), so each is compiled. The
+enumeration line and the summary count the distinct kernels of each strategy.
 """
 import argparse
 import contextlib
@@ -37,7 +45,7 @@ ARCHS = (80, 90)
 # Max shared memory per block with the opt-in Triton uses: A100 163 KiB, H100 227 KiB.
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-CELLS = ("elman", "lstm", "lstm-proj")  # lstm-proj: proj_size P = H / 2
+CELLS = ("elman", "lstm", "lstm-proj", "gru")  # lstm-proj: proj_size P = H / 2
 HS = (32, 64, 128, 256, 512, 1024, 2048)
 BS = (1, 16, 64, 256)
 # --quick: still every tile kind (W_hh resident at H = 32, 64, 128, streamed at 2048; BLOCK_B 16
@@ -48,24 +56,26 @@ QUICK_DTYPES = ("fp32", "bf16")
 T = 5  # any T but 1 (Triton makes an int argument equal to 1 a constexpr) compiles the same kernel
 
 STRATEGIES = ("rows", "split", "stepwise")
-# One launch the dispatcher can make. train: the forward saves for backward (LSTM SAVE); the
+# One launch the dispatcher can make. train: the forward saves for backward (SAVE; not Elman's); the
 # backward runs only in training. tf32: fp32 with torch.backends.cuda.matmul.allow_tf32 set.
-# strategy: "auto" (the heuristic's, what a call launches) or one of STRATEGIES (forced).
+# strategy: "auto" (the heuristic's, what a call launches, whatever FASTRNN_TRITON_STRATEGY says
+# in this process) or one of STRATEGIES (forced).
 Case = namedtuple("Case", "cell pass_ dtype B H train reverse lengths relu tf32 strategy")
 
 
 def grid(quick=False, flags="worst", dtypes=tuple(DTYPES), cells=CELLS, strategies=("auto",)):
-    """Every launch of the grid, as Cases. flags="worst" keeps one setting of the flags that do not
-    change tiles (REVERSE, HAS_LENGTHS, tanh: the most code) and leaves out TF32 (opt-in);
-    "all" enumerates them all (about five times the compiles)."""
+    """Every launch of the grid, as Cases, once per strategy in `strategies` ("auto" or one of
+    STRATEGIES). flags="worst" keeps one setting of the flags that do not change tiles (REVERSE,
+    HAS_LENGTHS, tanh: the most code) and leaves out TF32 (opt-in); "all" enumerates them all
+    (about six times the compiles)."""
     two = (False, True) if flags == "all" else (True,)
     cases = []
     for cell, strategy in [(c, s) for s in strategies for c in cells]:
         for dtype in dtypes:
             for tf32 in ((False, True) if dtype == "fp32" and flags == "all" else (False,)):
                 for pass_, train in (("fwd", False), ("fwd", True), ("bwd", True)):
-                    if cell == "elman" and pass_ == "fwd" and train:
-                        continue  # the Elman forward is the same launch in training and inference
+                    if pass_ == "fwd" and train and description(cell).from_output:
+                        continue  # nothing to save: the same launch in training and inference
                     for relu in ((False, True) if flags == "all" and cell == "elman" else (False,)):
                         for reverse in two:
                             for lengths in two:
@@ -99,18 +109,23 @@ def jit_kernels():
     return sys.modules[name]
 
 
-@contextlib.contextmanager
 def _no_interpreter():
     """TRITON_INTERPRET=0 for a while: Triton reads it when decorating and when compiling."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "0"
+    return _env("TRITON_INTERPRET", "0")
+
+
+@contextlib.contextmanager
+def _env(name, value):
+    """The environment variable `name` set to `value` (None: unset) for a while."""
+    old = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = old
+        os.environ.pop(name, None)
+        if old is not None:
+            os.environ[name] = old
 
 
 class _Recorded(Exception):
@@ -148,25 +163,35 @@ def _allow_tf32(value):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def kernel_cell(cell):
+    """The kernels' name of a grid cell (lstm-proj is the LSTM with a projection)."""
+    return "lstm" if cell == "lstm-proj" else cell
+
+
+def description(cell):
+    """kernels/cells.py's description of a grid cell (gates, c, what its backward reads)."""
+    return jit_kernels().cells.CELLS[kernel_cell(cell)]
+
+
 def saves(case):
-    """Does the launch of `case` store activations for backward (an LSTM forward in training)?"""
-    return case.cell != "elman" and case.pass_ == "fwd" and case.train
+    """Does the launch of `case` store activations for backward (a forward in training, unless the
+    cell's backward reads the output itself)?"""
+    return case.pass_ == "fwd" and case.train and not description(case.cell).from_output
 
 
 def launch(case, k=None, override=None):
     """Run the real launcher for `case` with its GPU launch config (`override` replaces keys, to try
     a heuristic) and a recording kernel. Returns (cell, kernel, args, kwargs) of the launch."""
     k = k or jit_kernels()
-    cell = "elman" if case.cell == "elman" else "lstm"
-    dt, B, H = DTYPES[case.dtype], case.B, case.H
+    cell, desc = kernel_cell(case.cell), description(case.cell)
+    dt, B, H, G = DTYPES[case.dtype], case.B, case.H, desc.gates
     R = H // 2 if case.cell == "lstm-proj" else H
-    G = 4 if cell == "lstm" else 1
     e = lambda *shape, dtype=dt: torch.empty(shape, dtype=dtype, device="meta")  # not "cpu": no interpreter
     f32 = torch.float32
     lengths = e(B, dtype=torch.int32) if case.lengths else None
     if case.strategy != "auto":
         override = {"STRATEGY": case.strategy, **(override or {})}
-    with _allow_tf32(case.tf32):
+    with _allow_tf32(case.tf32), _env(k.config.ENV, None):
         cfg = k.config.launch_config(cell, case.pass_, B, H, R, dt, "cuda", override=override,
                                      save=saves(case))
     name = "forward_kernel" if case.pass_ == "fwd" else "backward_kernel"
@@ -175,15 +200,17 @@ def launch(case, k=None, override=None):
     # same 16-byte alignment), so it compiles to the same binary
     w_hh = (e(G * H, R),)
     w_hr = (e(R, H),) if case.cell == "lstm-proj" else None
-    lstm = dict(w_hr=w_hr, c0=e(1, B, H)) if cell == "lstm" else {}
-    opts = dict(reverse=case.reverse, relu=case.relu, config=cfg, **lstm)
+    c = dict(c0=e(1, B, H)) if desc.has_c else {}
+    opts = dict(w_hr=w_hr, reverse=case.reverse, relu=case.relu, config=cfg, **c)
     with _recording(k.recurrence, name) as (kernel, calls), contextlib.suppress(_Recorded):
         if case.pass_ == "fwd":
+            rec_bias = (e(H),) if desc.rec_bias else None
             k.recurrence.forward(cell, (e(T, B, G * H),), w_hh, e(1, B, R), lengths, e(T, B, R),
-                                 save=saves(case), **opts)
+                                 rec_bias=rec_bias, save=saves(case), **opts)
         else:
-            saved = (e(1, T, B, 4 * H, dtype=f32), e(1, T, B, H, dtype=f32), None) if cell == "lstm" else None
-            dc = dict(dc_n=e(1, B, H)) if cell == "lstm" else {}
+            saved = None if desc.from_output else \
+                (e(1, T, B, desc.saved * H, dtype=f32), e(1, T, B, H, dtype=f32) if desc.has_c else None, None)
+            dc = dict(dc_n=e(1, B, H)) if desc.has_c else {}
             k.recurrence.backward(cell, e(T, B, R), e(1, B, R), e(T, B, R), w_hh, lengths, saved, **dc, **opts)
     args, kwargs = calls[0]
     return cell, kernel, args, kwargs
@@ -256,12 +283,16 @@ def compile_job(job):
                 seconds=round(time.perf_counter() - start, 2))
 
 
+def constexprs(job):
+    """{argument name: value} of a job's constexprs (Triton keys them by argument index)."""
+    names = [n for n, _ in job[3]]
+    return {names[path[0]]: v for path, v in job[4]}
+
+
 def describe(job):
     """Short text of a job's strategy, tile constexprs and flags, e.g.
     'split BB16 BH16 BK256x3 WR w4 rev len'."""
-    _, _, _, signature, constexprs, _, options = job
-    names = [n for n, _ in signature]
-    c = {names[path[0]]: v for path, v in constexprs}
+    c, options = constexprs(job), job[6]
     pieces = f"x{c['PIECES']}" if c["PIECES"] > 1 else ""
     parts = [c["STRATEGY"], f"BB{c['BLOCK_B']}", f"BH{c['BLOCK_H']}", f"BK{c['BLOCK_K']}{pieces}"]
     parts += [word for key, word in (("W_RESIDENT", "WR"), ("DOT_FP32", "fp32dot"), ("PROJ", "proj"),
@@ -277,6 +308,14 @@ def describe(job):
 def _span(values):
     values = sorted(values)
     return ",".join(map(str, values))
+
+
+def per_strategy(jobs):
+    """'rows 88, split 256, stepwise 256': how many of `jobs` compile each strategy."""
+    counts = {s: 0 for s in STRATEGIES}
+    for job in jobs:
+        counts[constexprs(job)["STRATEGY"]] += 1
+    return ", ".join(f"{s} {n}" for s, n in counts.items() if n)
 
 
 def plan(cases, archs=ARCHS, override=None):
@@ -301,6 +340,10 @@ def add_arguments(parser):
                         help="only this dtype (repeatable)")
     parser.add_argument("--cell", action="append", choices=CELLS, dest="cells",
                         help="only this cell (repeatable)")
+    parser.add_argument("--strategy", action="append", choices=("auto", "all", *STRATEGIES), dest="strategies",
+                        help="'auto' (default): the strategy the heuristic launches at each point; "
+                             f"{', '.join(STRATEGIES)}: that one forced at every point (repeatable); "
+                             "'all': each of them forced at every point")
     parser.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                         help="compile processes (default: min(2, CPUs))")
     parser.add_argument("--json", metavar="PATH", help="also save every kernel's resources as JSON")
@@ -316,27 +359,33 @@ def _power_of_two(v):
 
 
 def _override_values():
-    """kernels/config.py's KEYS -> argparse type of a value a GPU launch can take. Tiles go through
-    tl.arange (a power of two); Triton asserts num_warps is a power of two, and CUDA allows 1024
-    threads (32 warps) per block; PRECISION is one of the input precisions Triton's tl.dot knows."""
+    """kernels/config.py's KEYS but STRATEGY -> argparse type of a value a GPU launch can take.
+    Tiles go through tl.arange (a power of two); Triton asserts num_warps is a power of two, and CUDA
+    allows 1024 threads (32 warps) per block; PRECISION is one of the input precisions Triton's
+    tl.dot knows."""
     from triton.backends.nvidia.compiler import CUDAOptions
     precisions = CUDAOptions.allowed_dot_input_precisions
     tile = _checked(int, _power_of_two, "a power of two")
     flag = _checked({"True": True, "False": False}.get, lambda v: True, "True or False")
     return dict(BLOCK_B=tile, BLOCK_H=tile, BLOCK_K=tile, W_RESIDENT=flag, DOT_FP32=flag,
+                PIECES=_positive_int,
                 num_warps=_checked(int, lambda v: _power_of_two(v) and v <= 32, "a power of two up to 32"),
                 num_stages=_checked(int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
                 PRECISION=_checked(str, lambda v: v in precisions, f"one of {', '.join(precisions)}"))
 
 
 def _override(text):
-    """argparse type of --override: 'KEY=VALUE' -> (key, value), KEY one of kernels/config.py's KEYS."""
+    """argparse type of --override: 'KEY=VALUE' -> (key, value), KEY one of kernels/config.py's KEYS
+    but STRATEGY (--strategy chooses it, per point)."""
     from .kernels.config import KEYS
     key, eq, value = text.partition("=")
     if not eq:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key == "STRATEGY":
+        raise argparse.ArgumentTypeError("STRATEGY: use --strategy")
     if key not in KEYS:
-        raise argparse.ArgumentTypeError(f"unknown launch config key {key!r}; known: {', '.join(KEYS)}")
+        known = ", ".join(k for k in KEYS if k != "STRATEGY")
+        raise argparse.ArgumentTypeError(f"unknown launch config key {key!r}; known: {known}")
     try:
         return key, _override_values()[key](value)
     except argparse.ArgumentTypeError as exc:
@@ -359,7 +408,9 @@ def _main(args):
     # a repeated --dtype, --cell or --arch names it once (else its launches would count twice)
     dtypes = tuple(dict.fromkeys(args.dtypes or (QUICK_DTYPES if args.quick else DTYPES)))
     archs = tuple(dict.fromkeys(args.archs or ARCHS))
-    cases = grid(args.quick, args.flags, dtypes, tuple(dict.fromkeys(args.cells or CELLS)))
+    strategies = [s for name in args.strategies or ("auto",) for s in (STRATEGIES if name == "all" else [name])]
+    cases = grid(args.quick, args.flags, dtypes, tuple(dict.fromkeys(args.cells or CELLS)),
+                 tuple(dict.fromkeys(strategies)))
     override = dict(args.override)
     try:
         jobs = plan(cases, archs, override or None)
@@ -367,8 +418,8 @@ def _main(args):
         if not override:
             raise
         fail(f"--override {' '.join(f'{k}={v}' for k, v in override.items())}: {exc}")
-    print(f"{len(cases)} launches x {len(archs)} archs -> {len(jobs)} distinct kernels "
-          f"({time.perf_counter() - start:.1f} s to enumerate); compiling with {args.jobs} process(es)",
+    print(f"{len(cases)} launches x {len(archs)} archs -> {len(jobs)} distinct kernels ({per_strategy(jobs)}; "
+          f"{time.perf_counter() - start:.1f} s to enumerate); compiling with {args.jobs} process(es)",
           flush=True)
     keys = list(jobs)
     results = run_jobs(keys, args.jobs)
@@ -389,13 +440,15 @@ def _main(args):
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     failed = [r for r in rows if not r["ok"]]
+    failed_jobs = [job for job, r in zip(keys, rows) if not r["ok"]]
     for r in failed:
         why = r.get("error") or (f"spills {r['stack']} B stack + {r['local']} B local" if r["spills"]
                                  else f"shared {r['shared']} B > limit {r['limit']} B")
-        print(f"FAIL {r['arch']} {r['kernel']} {r['dtype']} {r['config']} (H {_span(r['H'])}, "
+        print(f"FAIL {r['arch']} {r['kernel']} {r['cell']} {r['dtype']} {r['config']} (H {_span(r['H'])}, "
               f"B {_span(r['B'])}): {why}")
     elapsed = time.perf_counter() - start
-    print(f"{len(rows)} kernels, {len(failed)} failed, {elapsed:.1f} s "
+    failed_by = f" ({per_strategy(failed_jobs)})" if failed else ""
+    print(f"{len(rows)} kernels ({per_strategy(keys)}), {len(failed)} failed{failed_by}, {elapsed:.1f} s "
           f"(shared limits: sm_80 {SHARED_LIMIT[80]} B, sm_90 {SHARED_LIMIT[90]} B; spill = stack or local > 0)")
     if args.json:
         with open(args.json, "w") as f:

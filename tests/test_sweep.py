@@ -11,8 +11,7 @@ import outcomes
 
 def _settings(job):
     """(num_warps, BLOCK_K, BLOCK_H) of a compile job (constexprs are keyed by argument index)."""
-    names = [n for n, _ in job[3]]
-    constexprs = {names[path[0]]: v for path, v in job[4]}
+    constexprs = inspection.constexprs(job)
     return dict(job[6])["num_warps"], constexprs["BLOCK_K"], constexprs["BLOCK_H"]
 
 
@@ -39,22 +38,26 @@ def test_kinds_cover_every_flag_and_batch_class():
     assert {c.B for c in cases} == {1, 16} and all(c.train for c in cases)
     assert {c.B for c in kinds[("lstm", "bwd", False, "16-bit", 32, False)]} == {64}
     assert len(kinds) == 3 * 2 * 2  # (fwd, fwd saving, bwd) x (fp32, 16-bit) x (BLOCK_B 16, 32)
+    assert len(sweep.kinds(("elman",))) == 2 * 2 * 2  # the Elman forward saves nothing
+    assert {key[:2] for key, _ in sweep.kinds(("gru",))} == {("gru", "fwd"), ("gru", "bwd")}
+    assert {c.strategy for cases in kinds.values() for c in cases} == {"rows"}  # TUNED is rows' table
 
 
 def test_first_clean_setting_becomes_a_tuned_entry(monkeypatch, capsys):
     # the Elman forward spills unless it gets 8 warps; everything else is clean as it is
     status, out, seen = _run(monkeypatch, capsys,
-                             lambda name, s: name != "elman_fwd_kernel" or s[0] == 8)
+                             lambda name, s: name != "forward_kernel" or s[0] == 8)
     assert status == 0
     assert "('elman', 'fwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16)," in out
     assert "('elman', 'bwd'" not in out.split("TUNED = {")[1]
     assert {job[2] for job in seen} == {80, 90}
-    base_warps = {_settings(j)[0] for j in seen if j[1] == "elman_bwd_kernel"}
+    base_warps = {_settings(j)[0] for j in seen if j[1] == "backward_kernel"}
     assert base_warps == {4}  # a kind clean at the base is compiled once, at the base
+    assert {inspection.constexprs(j)["STRATEGY"] for j in seen} == {"rows"}  # H = 256 would be split
 
 
 def test_a_kind_with_no_clean_setting_fails_the_run(monkeypatch, capsys):
-    status, out, _ = _run(monkeypatch, capsys, lambda name, s: name != "elman_bwd_kernel")
+    status, out, _ = _run(monkeypatch, capsys, lambda name, s: name != "backward_kernel")
     assert status == 1 and "none clean" in out and "4 kind(s) with no clean candidate" in out
 
 
@@ -75,7 +78,7 @@ def no_compile(monkeypatch):
     (["--jobs", "0"], "argument --jobs: expected a positive integer, got '0'"),
     (["--jobs", "-1"], "argument --jobs: expected a positive integer, got '-1'"),
     (["--jobs", "2.5"], "argument --jobs: expected a positive integer, got '2.5'"),
-    (["--cell", "gru"], "argument --cell: invalid choice: 'gru'"),
+    (["--cell", "transformer"], "argument --cell: invalid choice: 'transformer'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_cli_rejects_bad_option(capsys, no_compile, argv, message):
     assert outcomes.usage_error(capsys, "sweep", "--cell", "elman", *argv).startswith(message)

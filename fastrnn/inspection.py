@@ -350,6 +350,11 @@ def add_arguments(parser):
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", type=_override,
                         help="replace a launch config key everywhere, to try a heuristic before changing "
                              "kernels/config.py, e.g. num_warps=8 (repeatable)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="instead of the resource check: the static per-step estimate on sm_90 "
+                             "(fastrnn/estimate.py; a static bound and a model, not a timing)")
+    from . import estimate
+    estimate.add_arguments(parser)
     # _main reports misuse that only shows once options meet the grid the way argparse does
     parser.set_defaults(usage_error=parser.error)
 
@@ -393,6 +398,9 @@ def _override(text):
 
 
 def main(args):
+    if args.estimate:
+        from . import estimate
+        return estimate.main(args)
     with warnings.catch_warnings():
         # Triton 3.9 warns that TRITON_DEFAULT_FP_FUSION is unset; a launch compiles with its default
         warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")

@@ -348,3 +348,16 @@ def test_cli_strategy_choice(monkeypatch, capsys, argv, launches, strategies):
         assert counts["split"] == counts["stepwise"]  # the same tiles, each compiled
     assert f"{launches} launches x 1 archs -> {len(seen)} distinct kernels ({_per_strategy(counts)}; " in out
     assert f"\n{len(seen)} kernels ({_per_strategy(counts)}), 0 failed, " in out
+
+
+def test_estimate_flag_runs_the_estimate(monkeypatch):
+    """`python -m fastrnn inspect --estimate --shape ...` hands the parsed options to fastrnn/estimate.py."""
+    from fastrnn import estimate
+    parser = argparse.ArgumentParser()
+    inspection.add_arguments(parser)
+    args = parser.parse_args(["--estimate", "--shape", "gru:B=16:H=768:bf16", "--json", "x.json"])
+    seen = []
+    monkeypatch.setattr(estimate, "main", lambda a: seen.append(a) or 0)
+    assert inspection.main(args) == 0
+    (got,), = [seen]
+    assert got.shapes[0].cell == "gru" and got.json == "x.json"

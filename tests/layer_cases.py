@@ -11,6 +11,14 @@ SMALL_TILES = dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, W_RESIDENT=False)
 REFERENCE = {"elman": reference.elman_layer, "lstm": reference.lstm_layer, "gru": reference.gru_layer}
 
 
+@pytest.fixture(autouse=True)
+def nan_filled_buffers():
+    """Import it into a test module: every buffer the launchers allocate (outputs, state, saved
+    activations, gradients) starts as NaN, so a store a kernel forgot fails the comparison."""
+    with uninitialized_memory_is_nan():
+        yield
+
+
 @pytest.fixture(autouse=True, params=["rows", "stepwise"])
 def every_strategy(request, monkeypatch):
     """Import it into a test module to run each of its tests on every strategy the interpreter

@@ -12,18 +12,11 @@ from layer_cases import (
     check_layer,
     every_strategy,  # noqa: F401 (an autouse fixture)
     layer_args,
+    nan_filled_buffers,  # noqa: F401 (an autouse fixture)
 )
-from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]
-
-
-@pytest.fixture(autouse=True)
-def _nan_sentinel():
-    """Every buffer the launchers allocate starts as NaN: a store a kernel forgot shows."""
-    with nan_sentinel():
-        yield
 
 
 CASES = [

@@ -15,19 +15,12 @@ from layer_cases import (
     check_layer,
     every_strategy,  # noqa: F401 (an autouse fixture)
     layer_args,
+    nan_filled_buffers,  # noqa: F401 (an autouse fixture)
 )
-from layer_cases import uninitialized_memory_is_nan as nan_sentinel
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 MIXED = [5, 1, 3]  # unsorted, one sequence of length 1, one of full length
 
-
-@pytest.fixture(autouse=True)
-def _nan_sentinel():
-    """Every buffer the launchers allocate (outputs, state, saved activations, gradients) starts
-    as NaN, so a store a kernel forgot fails the comparison with the reference."""
-    with nan_sentinel():
-        yield
 
 CASES = [
     # (T, B, I, H, P, dtype, reverse, lengths, config)

@@ -48,13 +48,6 @@ def dot(a, w, acc, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def load_w(w_ptr, offs_n, mask_n, offs_k, mask_k, stride_wn, stride_wk):
-    """The weight tile w[k, n] = W[n * stride_wn + k * stride_wk] -> [BLOCK_K, BLOCK_N]."""
-    ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk
-    return tl.load(ptrs, mask=mask_n[None, :] & mask_k[:, None], other=0.0)
-
-
-@triton.jit
 def load_state(s_ptr, stride_sb, offs_b, mask_b, offs_k, K):
     """S[b, k] of a state another program may have written -> [BLOCK_B, BLOCK_K], 0 past B or K.
     Read past L1 (.cg): L1 is not coherent across SMs."""

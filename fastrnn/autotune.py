@@ -166,7 +166,16 @@ def select(sig, candidates, timer, *, atol=None, rtol=None):
             warn.append(label)
         else:
             agreeing.append(label)
-    times = {label: timer(candidates[label]) for label in agreeing}
+    times = {}
+    for label in agreeing:
+        try:
+            times[label] = timer(candidates[label])
+        except Exception as exc:  # ran once, then failed while timed: as unreliable as a wrong answer
+            excluded[label] = _why(exc)
+            warn.append(label)
+    if "aten" not in times:  # torch.nn's own failure is torch.nn's to report, at the call
+        return {"choice": "aten", "times_ms": {}, "excluded": excluded, "warn": [w for w in warn if w != "aten"]}
+    agreeing = [label for label in agreeing if label in times]
     fastest = min(times.values())
     choice = next(label for label in agreeing if times[label] <= fastest * (1 + TIE))
     return {"choice": choice, "times_ms": {k: v * 1e3 for k, v in times.items()}, "excluded": excluded,
@@ -224,8 +233,9 @@ def warning_text(sig, record, device_name):
 def decide(sig, device, *, measure=None):
     """The Choice of backend='auto' for a call of signature `sig` on CUDA `device`.
 
-    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces: the decision cached
-    in this process, else the static rule. Otherwise the cached decision (memory, then disk), else
+    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces, or a CUDA graph is
+    being captured (nothing may synchronize): the decision cached in this process, else the
+    static rule. Otherwise the cached decision (memory, then disk), else
     `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached."""
     if not enabled():
         return static_choice(sig)
@@ -233,6 +243,9 @@ def decide(sig, device, *, measure=None):
     key = cache_key(sig)
     if torch.compiler.is_compiling():
         label = tunecache.remembered(key, device)  # memory only: no file is read while tracing
+        return static_choice(sig) if label is None else Choice.parse(label)
+    if _capturing(device):
+        label = tunecache.remembered(key, device)
         return static_choice(sig) if label is None else Choice.parse(label)
     cache = tunecache.for_device(device)
     record = cache.get(key)
@@ -244,6 +257,10 @@ def decide(sig, device, *, measure=None):
         record = {k: v for k, v in record.items() if k != "warn"}
         cache.put(key, record)
     return Choice.parse(record["choice"])
+
+
+def _capturing(device):
+    return torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def cache_key(sig):

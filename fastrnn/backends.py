@@ -10,6 +10,12 @@ fp16 autocast raises inside oneDNN on a CPU without AVX-512 ("could not create a
 descriptor for the LSTM forward propagation primitive"), while the same call works on an AVX-512
 machine. So `aten_runs` asks torch itself, once per (mode, dtype, autocast dtype, grad mode): it
 runs the op on tiny CPU tensors and records whether it raises.
+
+On CUDA `"auto"` is decided per call signature (fastrnn/autotune.py): torch.nn's own path
+("aten") or "triton" with a launch strategy, whichever was fastest among those that agree with
+torch.nn on this GPU. `choose` returns that pair; the caller passes the signature (a module builds
+it from its own sizes before its checks and hands the same one down to rnn_stack, so both decide
+alike). Without a signature, "auto" on CUDA is "triton" with its heuristic strategy.
 """
 import importlib.util
 import os
@@ -44,13 +50,21 @@ def interpreter_enabled():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve(backend, x, check=True, mode=None):
+def resolve(backend, x, check=True, mode=None, signature=None):
     """The concrete backend for a call on tensor `x`: 'reference', 'triton' or 'aten'.
 
     `mode` (one of MODES) is the recurrence about to run; "auto" on CPU picks 'aten' only when
     torch's op for it runs here (`aten_runs`), and without a mode only when every mode's does;
-    on meta tensors it picks 'aten', whose torch.nn forward gives meta outputs.
+    on meta tensors it picks 'aten', whose torch.nn forward gives meta outputs; on CUDA see
+    `choose`, whose first half this is.
     With `check`, raise BackendError when the result is 'triton' and it cannot run `x`."""
+    return choose(backend, x, check=check, mode=mode, signature=signature)[0]
+
+
+def choose(backend, x, check=True, mode=None, signature=None):
+    """(concrete backend, triton launch strategy or None) for a call on `x`: `resolve`'s backend,
+    and on CUDA, when "auto" has the call's `signature` (fastrnn.autotune.Signature, or None),
+    auto's decision for it (fastrnn.autotune.decide): 'aten' or 'triton' with a strategy."""
     check_backend_name(backend)
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -60,19 +74,28 @@ def resolve(backend, x, check=True, mode=None):
             if env not in BACKENDS:
                 raise ValueError(f"FASTRNN_BACKEND must be one of {BACKENDS}, got {env!r}")
             backend = env
-        elif x.is_cuda and x.dtype in _FUSED_DTYPES and triton_available():
-            return "triton"
+        elif x.dtype in _FUSED_DTYPES and tunes_by_signature(x) and triton_available():
+            if signature is None:
+                return "triton", None
+            from . import autotune
+            return tuple(autotune.decide(signature, x.device))
         elif x.is_meta:
-            return "aten"  # torch.nn's own forward gives meta outputs, as torch.nn.LSTM does
+            return "aten", None  # torch.nn's own forward gives meta outputs, as torch.nn.LSTM does
         elif x.is_cpu:
             # torch's own fused CPU loops, the fastest correct CPU path we measured, where they run
             autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-            return "aten" if aten_runs(mode, x.dtype, autocast) else "reference"
+            return ("aten" if aten_runs(mode, x.dtype, autocast) else "reference"), None
         else:
-            return "reference"
+            return "reference", None
     if backend == "triton" and check:
         check_triton(x)
-    return backend
+    return backend, None
+
+
+def tunes_by_signature(x):
+    """Does "auto" decide per call signature on `x`'s device? On CUDA (the tests send CPU tensors
+    down this path by replacing this predicate)."""
+    return x.is_cuda
 
 
 def autocast_active(device_type):
@@ -81,11 +104,12 @@ def autocast_active(device_type):
     return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
-def runs_on_aten(backend, x, mode=None):
+def runs_on_aten(backend, x, mode=None, signature=None):
     """Does a module call on `x` resolve to 'aten'? The modules then run torch.nn's own forward.
-    `mode` as in `resolve`. Asked before the module's input checks, so it raises nothing a backend
-    would: bad input gets torch's error first, and the backend's own check comes when it runs."""
-    return isinstance(x, torch.Tensor) and resolve(backend, x, check=False, mode=mode) == "aten"
+    `mode` and `signature` as in `choose`. Asked before the module's input checks, so it raises
+    nothing a backend would: bad input gets torch's error first, and the backend's own check comes
+    when it runs."""
+    return isinstance(x, torch.Tensor) and resolve(backend, x, check=False, mode=mode, signature=signature) == "aten"
 
 
 _PROBED = {}  # (mode, dtype, autocast dtype, grad enabled, mkldnn enabled) -> None or torch's error

@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from . import aten, cellspec
+from . import aten, autotune, backends, cellspec
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
 from .functional import autocast_result_dtype, check_weights, rnn_stack
@@ -58,12 +58,31 @@ class _CellMixin:
             if t.dtype != want:
                 raise dtype_mismatch("mat1 and mat2", t.dtype, want)
 
-    def _runs_torch_forward(self, input, hx, mode):
+    def _signature(self, input, hx):
+        """The autotune Signature of a call (fastrnn/autotune.py): one step of torch.nn's cell class
+        at this batch size, what "auto" decides by on CUDA, asked before torch's checks and handed
+        down to rnn_stack. None off CUDA, and for input torch refuses (its error comes later)."""
+        if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2) or not backends.tunes_by_signature(input):
+            return None
+        spec = cellspec.of(self._torch_class.__name__)
+        mode = ({"tanh": "RNN_TANH", "relu": "RNN_RELU"}.get(self.nonlinearity) if spec is cellspec.ELMAN
+                else next(iter(spec.modes)))
+        if mode is None:
+            return None
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        device_type = input.device.type
+        dtype = torch.get_autocast_dtype(device_type) if autocast_active(device_type) else input.dtype
+        training = torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (input, *states, *self.parameters()))
+        return autotune.signature(mode, T=1, B=input.shape[0] if input.dim() == 2 else 1, I=self.input_size,
+                                  H=self.hidden_size, dtype=dtype, training=training, cell=True)
+
+    def _runs_torch_forward(self, input, hx, mode, signature=None):
         """On "aten", torch.nn's own cell runs (the fastest on CPU), except when vmapped or traced:
         torch's cell ops have no batching rule, so the cell then goes through rnn_stack, which
-        runs them as an opaque op (fastrnn/aten.py)."""
+        runs them as an opaque op (fastrnn/aten.py). `signature`: `_signature`'s, on CUDA."""
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
-        return runs_on_aten(self.backend, input, mode=mode) and not aten.traced(
+        return runs_on_aten(self.backend, input, mode=mode, signature=signature) and not aten.traced(
             input, *states, *self.parameters())
 
     def _batch_input(self, input):
@@ -76,7 +95,7 @@ class _CellMixin:
         if x.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
 
-    def _step(self, mode, x, hx, weights):
+    def _step(self, mode, x, hx, weights, signature=None):
         """x: [B, I], hx: h [1, B, H] or (h, c) -> rnn_stack over T=1, one layer: returns the new
         states, h [B, H] or (h, c). Under autocast rnn_stack runs in the autocast dtype, as torch's
         cells do their GEMMs, and the states come back in the dtype torch's cell returns."""
@@ -85,11 +104,11 @@ class _CellMixin:
                       recurrent_size=self.hidden_size, bidirectional=False, batch=x.shape[0],
                       names=lambda layer, d, kind: kind)
         _, hidden = rnn_stack(x[None], hx, [weights], mode=mode, num_layers=1, bidirectional=False,
-                              backend=self.backend)
+                              backend=self.backend, signature=signature)
         dtype = autocast_result_dtype(cell, "cell", x.device.type, cell.states_of(hx))
         return cell.hx([h[0] if dtype is None else h[0].to(dtype) for h in cell.states_of(hidden)])
 
-    def _one_state_forward(self, input, hx):
+    def _one_state_forward(self, input, hx, signature=None):
         """forward of a cell whose only state is h (RNNCell, GRUCell), after torch's checks in
         torch's order; `self._mode()` is the rnn_stack mode it runs."""
         x, is_batched = self._batch_input(input)
@@ -104,7 +123,7 @@ class _CellMixin:
         self._check_state(x, hx, 0)
         self._check_dtypes(x, hx)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        h = self._step(mode, x, hx[None], weights)
+        h = self._step(mode, x, hx[None], weights, signature)
         return h if is_batched else h.squeeze(0)
 
 
@@ -125,9 +144,10 @@ class RNNCell(_CellMixin, torch.nn.RNNCell):
 
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
-        if self._runs_torch_forward(input, hx, "RNNCell"):
+        signature = self._signature(input, hx)
+        if self._runs_torch_forward(input, hx, "RNNCell", signature):
             return super().forward(input, hx)
-        return self._one_state_forward(input, hx)
+        return self._one_state_forward(input, hx, signature)
 
     def _mode(self):
         if self.nonlinearity not in ("tanh", "relu"):
@@ -152,7 +172,8 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: (h [B, H], c [B, H]) or 1-D each (zeros when None)
         -> (h' [B, H], c' [B, H]), 1-D when the input was."""
-        if self._runs_torch_forward(input, hx, "LSTMCell"):
+        signature = self._signature(input, hx)
+        if self._runs_torch_forward(input, hx, "LSTMCell", signature):
             return super().forward(input, hx)
         x, is_batched = self._batch_input(input)
         if isinstance(hx, torch.Tensor):  # torch's binding refuses it; iterating would split it
@@ -171,7 +192,7 @@ class LSTMCell(_CellMixin, torch.nn.LSTMCell):
         self._check_state(x, c0, 1)
         self._check_dtypes(x, h0)  # torch promotes a c of another dtype, and so does the reference
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
-        h, c = self._step("LSTM", x, (h0[None], c0[None]), weights)
+        h, c = self._step("LSTM", x, (h0[None], c0[None]), weights, signature)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
 
 
@@ -191,9 +212,10 @@ class GRUCell(_CellMixin, torch.nn.GRUCell):
 
     def forward(self, input, hx=None):
         """input: [B, I] or [I]; hx: [B, H] or [H] (zeros when None) -> h': [B, H] or [H]."""
-        if self._runs_torch_forward(input, hx, "GRUCell"):
+        signature = self._signature(input, hx)
+        if self._runs_torch_forward(input, hx, "GRUCell", signature):
             return super().forward(input, hx)
-        return self._one_state_forward(input, hx)
+        return self._one_state_forward(input, hx, signature)
 
     def _mode(self):
         return "GRU"

@@ -11,13 +11,13 @@ read from their description (fastrnn/cellspec.py).
 import torch
 import torch.nn.functional as F
 
-from . import aten, cellspec
-from .backends import BackendError, autocast_active, resolve
+from . import aten, backends, cellspec
+from .backends import BackendError, autocast_active, choose
 from .errors import scalar_name
 
 
 def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, training=False,
-              lengths=None, backend="auto"):
+              lengths=None, backend="auto", strategy=None, signature=None):
     """Run a stack of recurrent layers.
 
     x: [T, B, I] (time-major); hx: h0 [L*D, B, R] for the Elman RNN and the GRU,
@@ -29,6 +29,11 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
 
     Returns (out [T, B, D*R], h_n [L*D, B, R]), or (out, (h_n, c_n [L*D, B, H])) for the LSTM.
     Dropout (training only) applies to every layer's output but the last; h_n / c_n come before it.
+    On CUDA, "auto" is decided per call signature (fastrnn/autotune.py): torch.nn's path or triton
+    with the launch strategy that was fastest here. `signature`: the one the caller decided by (a
+    module's, built before its checks; a cell's names torch's cell class), else this call's own.
+    `strategy`: triton's launch strategy for every layer ('rows', 'split', 'stepwise'; None: auto's
+    choice, else FASTRNN_TRITON_STRATEGY or the heuristic); only on the triton backend.
     Under autocast the whole recurrence runs in autocast's dtype, as torch.nn's RNNs do: x, hx and
     the weights are cast once here, and the backend runs with autocast off.
     """
@@ -37,10 +42,18 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
         x, hx, weights = autocast_args(device_type, x, hx, weights)
         with torch.autocast(device_type, enabled=False):
             return rnn_stack(x, hx, weights, mode=mode, num_layers=num_layers, bidirectional=bidirectional,
-                             dropout=dropout, training=training, lengths=lengths, backend=backend)
-    concrete = resolve(backend, x, mode=mode)
+                             dropout=dropout, training=training, lengths=lengths, backend=backend,
+                             strategy=strategy, signature=signature)
     cell = cellspec.of(mode)
     states = cell.states_of(hx)
+    if signature is None and backend == "auto" and backends.tunes_by_signature(x):
+        signature = stack_signature(x, states, weights, mode=mode, num_layers=num_layers,
+                                    bidirectional=bidirectional, lengths=lengths)
+    concrete, chosen = choose(backend, x, mode=mode, signature=signature)
+    if strategy is not None and concrete != "triton":
+        raise BackendError(f"strategy={strategy!r} is a launch strategy of the triton backend; this call "
+                           f"runs on {concrete!r} (backend={backend!r})")
+    strategy = strategy or chosen
     # the last state is H wide (c for the LSTM, whose h may be projected to R; else h)
     check_weights(x, weights, gates=cell.gates, hidden_size=states[-1].shape[-1],
                   recurrent_size=states[0].shape[-1], bidirectional=bidirectional, batch=states[0].shape[1])
@@ -51,7 +64,7 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
         return aten.run_stack(x, hx, weights, mode=mode, num_layers=num_layers,
                               bidirectional=bidirectional, dropout=dropout, training=training,
                               lengths=lengths)
-    layer_op = _layer_op(concrete, cell, mode)
+    layer_op = _layer_op(concrete, cell, mode, None if strategy is None else {"STRATEGY": strategy})
     D = 2 if bidirectional else 1
     layer_in, finals = x, [[] for _ in states]
     for layer in range(num_layers):
@@ -62,6 +75,18 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
         if dropout > 0 and training and layer < num_layers - 1:
             layer_in = F.dropout(layer_in, p=dropout, training=True)
     return layer_in, cell.hx([torch.cat(final) for final in finals])
+
+
+def stack_signature(x, states, weights, *, mode, num_layers, bidirectional, lengths, cell=False):
+    """The autotune Signature of an rnn_stack call (x [T, B, I], its states and weights), or None
+    for a dtype the triton kernels do not run. A backward will run when grad mode is on and any
+    input or weight requires grad."""
+    from .autotune import signature
+    tensors = (x, *states, *(w for ws in weights for w in ws))
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return signature(mode, T=x.shape[0], B=x.shape[1], I=x.shape[-1], H=states[-1].shape[-1],
+                     R=states[0].shape[-1], layers=num_layers, bidirectional=bidirectional, dtype=x.dtype,
+                     training=training, lengths=lengths is not None, cell=cell)
 
 
 def _check_lengths(lengths, T, B):
@@ -155,12 +180,12 @@ def check_weights(x, weights, *, gates, hidden_size, recurrent_size, bidirection
                 raise RuntimeError(f"Expected {names(layer, d, kind)} of shape {want}, got {tuple(t.shape)}")
 
 
-def _layer_op(concrete, cell, mode):
+def _layer_op(concrete, cell, mode, config=None):
     """One layer in all its directions on a backend: op(x [T, B, I], states (one [D, B, *] tensor
     per state of `cell`), weights (one tuple per direction), lengths) -> (out [T, B, D*R], *states
-    [D, B, *]). "triton" runs them in one launch (`fused.<cell>_directions`), "aten" (traced or
-    vmapped only) in one opaque op; the reference runs its one-direction layer in turn and
-    concatenates."""
+    [D, B, *]). "triton" runs them in one launch (`fused.<cell>_directions`, with the launch
+    overrides `config`), "aten" (traced or vmapped only) in one opaque op; the reference runs its
+    one-direction layer in turn and concatenates."""
     kwargs = cell.layer_kwargs(mode)
     if concrete == "triton":
         from . import fused  # Triton loads only when used
@@ -168,7 +193,8 @@ def _layer_op(concrete, cell, mode):
         if directions is None:
             raise BackendError(f"backend='triton' has no {cell.torch_name} kernels in this fastrnn "
                                f"(fastrnn.fused.{cell.fused_directions}); use backend='aten' or 'reference'")
-        return lambda x, states, weights, lengths: directions(x, *states, weights, lengths=lengths, **kwargs)
+        return lambda x, states, weights, lengths: directions(x, *states, weights, lengths=lengths, config=config,
+                                                              **kwargs)
     if concrete == "aten":
         def aten_op(x, states, weights, lengths):
             c0 = states[1] if len(states) > 1 else None

@@ -46,8 +46,25 @@ __all__ = ["elman", "lstm", "gru", "encode_config"]
 
 
 def encode_config(config):
-    """dict of launch overrides (or None) -> the op's `config` string (or None)."""
-    return None if config is None else json.dumps(config, sort_keys=True)
+    """dict of launch overrides (or None) -> the op's `config` string (or None). While torch.compile
+    traces (json.dumps does not trace; auto passes {"STRATEGY": ...} there), a flat dict of bool,
+    int and plain-word str values is written by hand, as json.dumps(sort_keys=True) writes it."""
+    if config is None:
+        return None
+    if not torch.compiler.is_compiling():
+        return json.dumps(config, sort_keys=True)
+    return "{" + ", ".join(f'"{k}": {_json_scalar(k, config[k])}' for k in sorted(config)) + "}"
+
+
+def _json_scalar(key, value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.isidentifier():
+        return f'"{value}"'
+    raise TypeError(f"launch config {key}={value!r}: under torch.compile only bool, int and plain-word str "
+                    "values can be passed")
 
 
 def _decode(config):

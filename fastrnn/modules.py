@@ -21,7 +21,7 @@ D = 2 if bidirectional else 1, L = num_layers.
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from . import aten, cellspec, packing, scripting
+from . import aten, autotune, backends, cellspec, packing, scripting
 from .backends import autocast_active, check_backend_name, runs_on_aten
 from .errors import dtype_mismatch
 from .functional import autocast_result_dtype, check_weights, rnn_stack
@@ -129,14 +129,38 @@ class _StackMixin:
         return self._cell.hx([h.index_select(1, permutation) for h in self._cell.states_of(hx)])
 
     # --- forward ----------------------------------------------------------------------------
-    def _run(self, x, hx, weights, lengths=None):
-        """x: [T, B, I] time-major, weights: _layer_weights() -> (out [T, B, D*R], h_n or (h_n, c_n))."""
+    def _signature(self, input, states, weights):
+        """The autotune Signature of a call (fastrnn/autotune.py), from this module's sizes and the
+        input's T and B: what "auto" decides by on CUDA, asked before torch's checks and handed down
+        to rnn_stack. None off CUDA, and for input of a form torch refuses (its error comes later)."""
+        packed = isinstance(input, PackedSequence)
+        data = input.data if packed else input
+        if not isinstance(data, torch.Tensor) or data.dim() not in ((2,) if packed else (2, 3)) \
+                or not backends.tunes_by_signature(data):
+            return None
+        if packed:
+            T, B = input.batch_sizes.shape[0], packing.packed_batch(input)
+        elif data.dim() == 3:
+            T, B = (data.shape[1], data.shape[0]) if self.batch_first else (data.shape[0], data.shape[1])
+        else:
+            T, B = data.shape[0], 1
+        device_type = data.device.type
+        dtype = torch.get_autocast_dtype(device_type) if autocast_active(device_type) else data.dtype
+        tensors = (data, *states, *(w for ws in weights for w in ws))
+        training = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+        return autotune.signature(self.mode, T=T, B=B, I=self.input_size, H=self.hidden_size,
+                                  R=self.proj_size or self.hidden_size, layers=self.num_layers,
+                                  bidirectional=self.bidirectional, dtype=dtype, training=training, lengths=packed)
+
+    def _run(self, x, hx, weights, lengths=None, signature=None):
+        """x: [T, B, I] time-major, weights: _layer_weights() -> (out [T, B, D*R], h_n or (h_n, c_n)).
+        `signature`: the one "auto" was decided by (`_signature`)."""
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         self._check_hx_dtype(x, hx)
         out, hidden = rnn_stack(x, hx, weights, mode=self.mode, num_layers=self.num_layers,
                                 bidirectional=self.bidirectional, dropout=self.dropout,
-                                training=self.training, lengths=lengths, backend=self.backend)
+                                training=self.training, lengths=lengths, backend=self.backend, signature=signature)
         dtype = autocast_result_dtype(self._cell, "layer", x.device.type, self._cell.states_of(hx))
         if dtype is not None:  # torch.nn's GRU under CPU autocast (see there)
             out, hidden = out.to(dtype), self._cell.hx([h.to(dtype) for h in self._cell.states_of(hidden)])
@@ -153,7 +177,8 @@ class _StackMixin:
         data = input.data if packed else input
         weights = self._layer_weights()  # read once per call, functional_call's substitutes included
         states = (hx if isinstance(hx, (tuple, list)) else (hx,)) if hx is not None else ()
-        if runs_on_aten(self.backend, data, mode=self.mode) and not aten.traced(
+        signature = self._signature(input, states, weights)
+        if runs_on_aten(self.backend, data, mode=self.mode, signature=signature) and not aten.traced(
                 data, *states, *(w for ws in weights for w in ws)):
             # torch.nn's own forward on ATen's fused loops is the fastest correct CPU path we
             # measured (README, Benchmarks): run it as is, after the checks torch's LSTM skips.
@@ -162,7 +187,7 @@ class _StackMixin:
             return self._torch_class.forward(self, input, hx)
         self._update_flat_weights()  # torch's input checks below read _flat_weights
         if packed:
-            return self._forward_packed(input, hx, weights)
+            return self._forward_packed(input, hx, weights, signature)
         if input.dim() not in (2, 3):
             raise ValueError(self._cell.input_dim_error.format(name=self._get_name(), dim=input.dim()))
         is_batched = input.dim() == 3
@@ -172,7 +197,7 @@ class _StackMixin:
         hx = self._zero_hx(input, input.size(batch_dim)) if hx is None else self._check_hx_dims(hx, is_batched)
         self.check_forward_args(input, hx, None)
         x = input.transpose(0, 1) if self.batch_first else input
-        output, hidden = self._run(x, hx, weights)
+        output, hidden = self._run(x, hx, weights, signature=signature)
         if self.batch_first:
             output = output.transpose(0, 1)
         if not is_batched:
@@ -196,7 +221,7 @@ class _StackMixin:
             self.check_hidden_size(h, shape, f"Expected hidden{label} size {{}}, got {{}}")
         return B
 
-    def _forward_packed(self, packed, hx, weights):
+    def _forward_packed(self, packed, hx, weights, signature=None):
         """Pad in sorted order, run with per-sequence lengths, re-pack into the input's layout;
         hx is read, and h_n returned, in the user's batch order. Shapes never depend on values
         when the PackedSequence has sorted_indices, so this compiles with fullgraph=True."""
@@ -204,7 +229,7 @@ class _StackMixin:
         B = self._check_packed(packed, hx)
         hx = self._zero_hx(data, B) if hx is None else self._permute(hx, sorted_indices)
         padded, lengths, slots = packing.pad(data, batch_sizes, B)
-        output, hidden = self._run(padded, hx, weights, lengths)
+        output, hidden = self._run(padded, hx, weights, lengths, signature)
         output = PackedSequence(packing.pack(output, slots), batch_sizes, sorted_indices, unsorted_indices)
         return output, self._permute(hidden, unsorted_indices)
 

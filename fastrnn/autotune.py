@@ -260,7 +260,9 @@ def decide(sig, device, *, measure=None):
 
 
 def _capturing(device):
-    return torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()
+    """Is a CUDA graph being captured on the current stream? (Never before CUDA is initialised.)"""
+    return torch.device(device).type == "cuda" and torch.cuda.is_initialized() and \
+        torch.cuda.is_current_stream_capturing()
 
 
 def cache_key(sig):

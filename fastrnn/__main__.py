@@ -1,4 +1,4 @@
-"""`python -m fastrnn {bench,check,inspect,sweep}`."""
+"""`python -m fastrnn {bench,check,inspect,sweep,tune}`."""
 import argparse
 import importlib
 import sys
@@ -9,6 +9,7 @@ COMMANDS = {
     "check": ("fastrnn.check", "verify every available backend against the float64 reference"),
     "inspect": ("fastrnn.inspection", "compile every kernel configuration for sm_80/sm_90 and report resources"),
     "sweep": ("fastrnn.sweep", "re-derive kernels/config.py's TUNED table (launch settings that do not spill)"),
+    "tune": ("fastrnn.tune", "decide backend='auto' for the benchmark registry's cases on this GPU ahead of time"),
 }
 
 

@@ -10,7 +10,9 @@ Reported times are medians. torch.nn runs in the case's dtype. On CUDA it runs w
 it; which kernel torch.nn ran is recorded (`torch_nn_kernel`: bf16 RNNs reach cuDNN only in recent
 torch and cuDNN versions, elsewhere torch's native loop). On CPU the reference backend's cost is
 reported for the cheap cases. Every result says which backend fastrnn ran and, on triton, which
-launch strategy its forward (and backward, in train) took per layer.
+launch strategy its forward (and backward, in train) took per layer. On CUDA, with backend auto,
+each result also holds auto's decision for the case (`auto`: the choice, each candidate's time as
+auto measured it at T <= fastrnn.autotune.T_CAP, what it excluded), and the table shows them.
 """
 import argparse
 import json
@@ -128,25 +130,49 @@ def make_callables(case, device, *, backend="auto", reference=False):
 
 # --- what ran ----------------------------------------------------------------------------------
 
+def auto_signature(case, device, backend="auto"):
+    """The autotune signature fastrnn's call of `case` decides by (TF32 off, as bench runs it):
+    only for auto on CUDA, else None."""
+    if backend != "auto" or torch.device(device).type != "cuda":
+        return None
+    from .tune import case_signature
+    return case_signature(case, tf32=False)
+
+
+def auto_decision(case, device, backend="auto"):
+    """auto's decision record for `case` on CUDA `device` ({"choice", "times_ms", "excluded"}; just
+    {"choice"} under FASTRNN_AUTOTUNE=0), or None off CUDA / auto."""
+    from . import autotune, tunecache
+    sig = auto_signature(case, device, backend)
+    if sig is None:
+        return None
+    if not autotune.enabled():
+        return {"choice": autotune.static_choice(sig).label}
+    return tunecache.for_device(device).get(autotune.cache_key(sig))
+
+
 def launch_strategies(case, device, backend="auto"):
     """What fastrnn runs `case` on: {"backend": the concrete backend `backend` resolves to on
-    `device`, then `triton_strategies`' keys}, which are None (False) off triton."""
+    `device` (on CUDA, auto's decision for the case), then `triton_strategies`' keys}, which are
+    None (False) off triton."""
     with torch.set_grad_enabled(case.mode == "train"):  # auto on CPU asks whether torch's op runs so
-        concrete = backends.resolve(backend, torch.empty(0, device=device, dtype=case.torch_dtype),
-                                    check=False, mode=case.torch_mode)
+        concrete, strategy = backends.choose(backend, torch.empty(0, device=device, dtype=case.torch_dtype),
+                                             check=False, mode=case.torch_mode,
+                                             signature=auto_signature(case, device, backend))
     if concrete != "triton":
         return {"backend": concrete, "fwd": None, "bwd": None, "fallback": False}
-    return {"backend": concrete, **triton_strategies(case, device)}
+    return {"backend": concrete, **triton_strategies(case, device, strategy)}
 
 
-def triton_strategies(case, device):
+def triton_strategies(case, device, strategy=None):
     """{"fwd": the triton launch strategy of each layer's forward, "bwd": of its backward (None
     unless train), "fallback": whether a split may run as stepwise} for `case` on `device`.
 
     Derived as the kernels derive it, from kernels/config.py's launch_config with the case's B, H,
     R (= H: no case projects), dtype and directions on `device`, FASTRNN_TRITON_STRATEGY included.
     A split the heuristic chose runs as stepwise when the GPU cannot hold its grid at once; that is
-    decided at launch (kernels/recurrence.py), so "fallback" can only say that it may happen."""
+    decided at launch (kernels/recurrence.py), so "fallback" can only say that it may happen.
+    `strategy` (auto's choice) overrides the heuristic as rnn_stack's config does."""
     from .kernels.config import launch_config
     cell, D, train = case.kernel_cell, 2 if case.bidirectional else 1, case.mode == "train"
     fallback = False
@@ -155,7 +181,8 @@ def triton_strategies(case, device):
         nonlocal fallback
         save = pass_ == "fwd" and train and cell == "lstm"  # the LSTM forward saves gates for backward
         cfgs = [launch_config(cell, pass_, case.B, case.H, case.H, case.torch_dtype, device, save=save,
-                              directions=D) for _ in range(case.layers)]
+                              directions=D, override=strategy and {"STRATEGY": strategy})
+                for _ in range(case.layers)]
         fallback = fallback or any(c["FALLBACK"] for c in cfgs)
         return [c["STRATEGY"] for c in cfgs]
 
@@ -246,6 +273,7 @@ def run_case(case, device, *, samples, min_sample_s, backend="auto", reference=F
     if torch.device(device).type == "cuda":
         result["torch_nn_kernel"] = torch_nn_kernel(fns["torch.nn"])
         result["peak_bytes"] = {name: peak_memory(fns[name], device) for name in ("torch.nn", "fastrnn")}
+        result["auto"] = auto_decision(case, device, backend)
     return result
 
 
@@ -296,7 +324,7 @@ def format_table(results, env, parity_tol):
     cols += [f"{n} ms" for n in extra]
     cuda = env["device"] == "cuda"
     if cuda:
-        cols += ["torch.nn kernel", "torch.nn peak MiB", "fastrnn peak MiB"]
+        cols += ["torch.nn kernel", "torch.nn peak MiB", "fastrnn peak MiB", "auto", "auto's candidates ms"]
     rows = []
     for r in results:
         m = r["median_s"]
@@ -306,12 +334,19 @@ def format_table(results, env, parity_tol):
         row += [_ms(m.get(n)) for n in extra]
         if cuda:
             row += [r["torch_nn_kernel"]] + [f"{r['peak_bytes'][n] / 2**20:.1f}" for n in ("torch.nn", "fastrnn")]
+            auto = r.get("auto") or {}
+            row += [auto.get("choice", "-"), " ".join(f"{k}={v:.3f}" for k, v in auto.get("times_ms", {}).items())
+                    or "-"]
         rows.append(row)
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     head = f"device: {env['device']} ({env['device_name']}), torch {env['torch']}, {env['threads']} threads"
     legend = ("strategy: fastrnn's triton launch strategy, forward/backward (* a split that may run as "
               "stepwise); (name): the backend fastrnn ran instead of triton")
+    if cuda:
+        from .autotune import T_CAP
+        legend += (f"\nauto: what backend='auto' chose for the case on this GPU; auto's candidates ms: each "
+                   f"candidate's time as auto measured it (T capped at {T_CAP}; excluded ones are missing)")
     return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows] + [legend])
 
 

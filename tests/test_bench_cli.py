@@ -2,6 +2,7 @@
 import argparse
 import json
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -326,3 +327,54 @@ def test_torch_nn_runs_in_the_case_dtype(case_id):
     assert {p.dtype for p in base.parameters()} == {case.torch_dtype}
     assert {t.dtype for t in bench._inputs(case, "meta")[:2] for t in (t if isinstance(t, tuple) else (t,))} == \
         {case.torch_dtype}
+
+
+def test_triton_strategies_follow_autos_choice():
+    plan = bench.triton_strategies(_case("lstm-T1024-B16-H768-L1-uni-bf16-train"), "cuda", "rows")
+    assert plan == {"fwd": ["rows"], "bwd": ["rows"], "fallback": False}
+
+
+# --- what auto chose, on CUDA --------------------------------------------------------------------
+def _cuda_result(auto):
+    return {"id": "lstm-T64-B16-H256-L1-uni-bf16-infer", "median_s": {"torch.nn": 1e-3, "fastrnn": 5e-4},
+            "speedup": 2.0, "noise": 0.01, "strategy": {"backend": "triton", "fwd": ["split"], "bwd": None,
+                                                        "fallback": False},
+            "torch_nn_kernel": "cudnn", "peak_bytes": {"torch.nn": 2**20, "fastrnn": 2**20}, "auto": auto}
+
+
+def test_cuda_table_shows_autos_choice_beside_each_candidates_time():
+    env = {"device": "cuda", "device_name": "Fake GPU", "torch": "t", "threads": 1}
+    auto = {"choice": "triton:split", "times_ms": {"aten": 1.0, "triton:rows": 0.75, "triton:split": 0.5},
+            "excluded": {"triton:stepwise": "raised ValueError: ..."}}
+    _, head, _, row, *rest = bench.format_table([_cuda_result(auto)], env, 0.05).splitlines()
+    cells = lambda line: re.split(r"\s{2,}", line.strip())
+    assert cells(head)[-2:] == ["auto", "auto's candidates ms"]
+    assert cells(row)[-2:] == ["triton:split", "aten=1.000 triton:rows=0.750 triton:split=0.500"]
+    assert any(line.startswith("auto: what backend='auto' chose") for line in rest)
+    _, _, _, row, *_ = bench.format_table([_cuda_result(None)], env, 0.05).splitlines()  # auto not used
+    assert cells(row)[-2:] == ["-", "-"]
+
+
+def test_cpu_table_has_no_auto_columns():
+    result = {k: v for k, v in _cuda_result(None).items() if k not in ("torch_nn_kernel", "peak_bytes", "auto")}
+    text = bench.format_table([result], {"device": "cpu", "device_name": "cpu", "torch": "t", "threads": 1}, 0.05)
+    assert "auto" not in text
+
+
+def test_auto_decision_reads_the_cache_of_the_case(tmp_path, monkeypatch):
+    from fastrnn import autotune, tune, tunecache
+    monkeypatch.setenv(tunecache.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(autotune.ENV, raising=False)
+    monkeypatch.setattr(tunecache, "identity", lambda device: {"gpu": "Fake GPU"})
+    monkeypatch.setattr(tunecache, "_CACHES", {})
+    monkeypatch.setattr(tunecache, "_BY_DEVICE", {})
+    case = _case("lstm-T1024-B16-H768-L1-uni-fp16-infer")
+    assert bench.auto_decision(case, "cpu") is None and bench.auto_decision(case, "cuda:0", "triton") is None
+    record = {"choice": "aten", "times_ms": {"aten": 1.0}, "excluded": {}}
+    key = autotune.cache_key(tune.case_signature(case, tf32=False))
+    tunecache.for_device("cuda:0").put(key, record)
+    assert bench.auto_decision(case, "cuda:0") == record
+    monkeypatch.setenv(autotune.ENV, "0")
+    assert bench.auto_decision(case, "cuda:0") == {"choice": "aten"}  # the static rule: cuDNN's persistent case
+    bf16 = _case("lstm-T1024-B16-H768-L1-uni-bf16-infer")
+    assert bench.auto_decision(bf16, "cuda:0") == {"choice": "triton"}

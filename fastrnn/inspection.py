@@ -376,6 +376,7 @@ def _override_values():
                 PIECES=_positive_int,
                 num_warps=_checked(int, lambda v: _power_of_two(v) and v <= 32, "a power of two up to 32"),
                 num_stages=_checked(int, lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
+                maxnreg=_checked(int, lambda v: 16 <= v <= 255, "an integer from 16 to 255"),
                 PRECISION=_checked(str, lambda v: v in precisions, f"one of {', '.join(precisions)}"))
 
 

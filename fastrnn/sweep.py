@@ -21,9 +21,12 @@ import warnings
 from . import inspection as ins
 from .bench import _positive_int
 
-# (num_warps, BLOCK_K, BLOCK_H); BLOCK_H None keeps the cell's default. The first is the base.
-CANDIDATES = [(4, 16, None), (8, 16, None), (4, 32, None), (8, 32, None), (2, 16, 16), (4, 16, 16),
-              (8, 32, 16)]
+# (num_warps, BLOCK_K, BLOCK_H, maxnreg); BLOCK_H None keeps the cell's default, maxnreg None leaves
+# ptxas its own register budget. The first is the base. The last ones state a budget of all 255
+# registers: ptxas then stops keeping values on the stack for occupancy's sake, at the cost of the
+# occupancy, so they come after every setting that is clean without one.
+CANDIDATES = [(4, 16, None, None), (8, 16, None, None), (4, 32, None, None), (8, 32, None, None),
+              (2, 16, 16, None), (4, 16, 16, None), (8, 32, 16, None), (4, 16, 16, 255), (2, 16, 16, 255)]
 H = 256  # streamed W_hh for every cell and dtype (any H above the resident limit compiles the same)
 BS = {16: (1, 16), 32: (64,)}  # BLOCK_B -> batch sizes that get it (B = 1 is its own specialization)
 
@@ -48,10 +51,12 @@ def kinds(cells=ins.CELLS, kinds_of_dtype=("fp32", "bf16")):
 
 
 def override(candidate):
-    num_warps, block_k, block_h = candidate
+    num_warps, block_k, block_h, maxnreg = candidate
     settings = dict(num_warps=num_warps, BLOCK_K=block_k)
     if block_h is not None:
         settings["BLOCK_H"] = block_h
+    if maxnreg is not None:
+        settings["maxnreg"] = maxnreg
     return settings
 
 

@@ -180,6 +180,19 @@ FLAG_EVERY = tl.constexpr(1 << 10)
 
 
 @triton.jit
+def own_tiles(N, BLOCK: tl.constexpr, STRATEGY: tl.constexpr):
+    """(base, stop, step): this program owns the BLOCK-wide tiles of N at base + range(0, stop, step).
+    rows: all of them (the grid has one program along axis 0); split and stepwise: tile
+    program_id(0) alone, as a loop of the constant one trip, which the compiler removes (a loop
+    left around the tile's work makes ptxas keep some of its values on the stack). A program past
+    the end of N (R < H with a projection) computes one fully masked tile."""
+    if STRATEGY == "rows":
+        return 0, N, BLOCK
+    else:
+        return tl.program_id(0) * BLOCK, 1, 1
+
+
+@triton.jit
 def synchronize(sync_ptr, u, STRATEGY: tl.constexpr):
     """End sub-step u: what any program stored before is visible to every program sharing state
     with it (the same direction and batch tile) after. "rows": one program owns the state, a CTA

@@ -29,7 +29,12 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   slice (its units' G * BLOCK_H rows of W_hh, the same in forward and backward) stays on chip
   (W_RESIDENT, in PIECES tiles of BLOCK_K = 256 of R) when it fits RESIDENT_SPLIT bytes: Triton keeps a
   tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
-  registers (fp32, and BLOCK_B = 1).
+  registers (fp32, and BLOCK_B = 1). Where ptxas would spill otherwise (each rule found by
+  `inspect --strategy all`): a 16-row FMA backward keeps half that budget (the share dot's operands
+  live beside it) and one of 64 or more columns of R per piece runs 8 warps; a 64-row tile keeps
+  at most 4 pieces; a streamed FMA slice comes in BLOCK_K = 16 tiles without Triton's prefetch
+  (num_stages = 1: its buffers spill); B = 1's backward runs 8 warps. Every split launch states
+  ptxas a budget of 255 registers (MAXNREG).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
@@ -46,6 +51,11 @@ BLOCK_H = {"lstm": 32, "gru": 32, "elman": 64}  # the widest H tile of rows (see
 RESIDENT_BYTES = 16 * 1024  # rows, for fp16/bf16 weights; a quarter of it for fp32 (see W_RESIDENT)
 RESIDENT_SPLIT = {"mma": 112 * 1024, "fma": 32 * 1024}  # split: a W slice kept on chip (see above)
 SPLIT_MIN_H = 128
+# split / stepwise: the register budget stated to ptxas, all 255 a thread can have. Given none, ptxas
+# aims lower for occupancy and keeps a few values of the time loop on the stack, even at 40
+# registers. A split grid holds about one program per SM, so occupancy is not what it needs; one
+# whose registers leave it unable to be co-resident runs as stepwise (kernels/recurrence.py, `run`).
+MAXNREG = 255
 SMS = 132  # an H100's SMs: the grid size the heuristic aims at when no GPU is there to ask
 STRATEGIES = ("rows", "split", "stepwise")
 ENV = "FASTRNN_TRITON_STRATEGY"
@@ -72,10 +82,10 @@ TUNED = {
     ('gru', 'bwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('gru', 'bwd', False, '16-bit', 16, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
-    ('lstm', 'fwd', True, 'fp32', 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16),  # none clean
+    ('lstm', 'fwd', True, 'fp32', 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16, maxnreg=255),
 }
 KEYS = ("STRATEGY", "BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "num_warps", "num_stages",
-        "DOT_FP32", "PRECISION")
+        "maxnreg", "DOT_FP32", "PRECISION")
 
 
 def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False, directions=1):
@@ -107,6 +117,7 @@ def launch_config(cell, pass_, B, H, R, dtype, device, override=None, save=False
         "PRECISION": "ieee",
         "num_warps": 4,
         "num_stages": 3,  # Triton's default
+        "maxnreg": None,  # ptxas's own register budget
     }
     if not interpret and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         cfg.update(DOT_FP32=False, PRECISION="tf32")
@@ -159,12 +170,23 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
         bh *= 2
     bk = min(256, max(16, triton.next_power_of_2(R)))
     pieces = triton.cdiv(R, bk)
-    resident = _tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= RESIDENT_SPLIT["fma" if fma else "mma"]
-    # A resident slice: num_stages=1, no software pipelining. The state a step reads exists only after
-    # the barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow
-    # shared memory. A streamed slice keeps Triton's default, which prefetches the weight tiles.
-    return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk if resident else 32, PIECES=pieces if resident else 1,
-                W_RESIDENT=resident, num_stages=1 if resident else 3)
+    wide_fma = fma and bb > 1  # FMA products of a 16-row tile (not B = 1's row sums)
+    budget = RESIDENT_SPLIT["fma" if fma else "mma"] // (2 if wide_fma and pass_ == "bwd" else 1)
+    resident = (_tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= budget
+                and (bb < 64 or pieces <= 4))
+    # 8 warps where ptxas would otherwise spill (`python -m fastrnn inspect --strategy all`): an FMA
+    # slice of 64 or more columns of R held in registers, and B = 1's backward
+    warps = 8 if (resident and wide_fma and bk >= 64) or (bb == 1 and pass_ == "bwd") else 4
+    if resident:
+        # No software pipelining (num_stages=1): the state a step reads exists only after the
+        # barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow
+        # shared memory.
+        return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, PIECES=pieces, W_RESIDENT=True, num_stages=1,
+                    num_warps=warps, maxnreg=MAXNREG)
+    # Streamed: Triton's pipelining prefetches the weight tiles into shared memory, except for an
+    # FMA dot, whose operands go through registers: there prefetch buffers and 32-wide tiles spill.
+    return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=16 if fma else 32, PIECES=1, W_RESIDENT=False,
+                num_stages=1 if fma else 3, num_warps=warps, maxnreg=MAXNREG)
 
 
 def _tile_gates(cell):

@@ -32,7 +32,18 @@ import triton
 import triton.language as tl
 
 from . import cells
-from .common import active_rows, direction, dot, join_gates, load_gates_w, load_resident, matmul, step_time, synchronize
+from .common import (
+    active_rows,
+    direction,
+    dot,
+    join_gates,
+    load_gates_w,
+    load_resident,
+    matmul,
+    own_tiles,
+    step_time,
+    synchronize,
+)
 from .config import kernel_kwargs, launch_config, programs_per_sm
 
 
@@ -85,7 +96,7 @@ def forward_kernel(
         c_ptr += d * 2 * B * H
     h_ptr += d * 2 * B * R
     out_ptr += d * R
-    pid, programs = tl.program_id(0), tl.num_programs(0)
+    pid = tl.program_id(0)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_b = offs_b < B
     resident = 0
@@ -99,7 +110,9 @@ def forward_kernel(
         h_read = h_ptr + (s % 2) * B * R
         h_write = h_ptr + ((s + 1) % 2) * B * R
         if u % SUBSTEPS == 0:
-            for h0 in range(pid * BLOCK_H, H, programs * BLOCK_H):
+            base, stop, step = own_tiles(H, BLOCK_H, STRATEGY)
+            for i in range(0, stop, step):
+                h0 = base + i
                 offs_h = h0 + tl.arange(0, BLOCK_H)
                 mask = mask_b[:, None] & (offs_h[None, :] < H)
                 a = matmul(h_read, R, offs_b, mask_b, w_hh_ptr, R, 1, H * R, h0, H, R, resident,
@@ -135,7 +148,9 @@ def forward_kernel(
                     store_h(h_prev, h_write, out_ptr, stride_ot, stride_ob, t, offs_b, offs_h, mask, active, R, h)
         if PROJ:
             if u % SUBSTEPS == 1:  # h_t = m_t W_hr^T for the own units of R
-                for r0 in range(pid * BLOCK_H, R, programs * BLOCK_H):
+                base, stop, step = own_tiles(R, BLOCK_H, STRATEGY)
+                for i in range(0, stop, step):
+                    r0 = base + i
                     offs_r = r0 + tl.arange(0, BLOCK_H)
                     mask_r = offs_r < R
                     hp = matmul(m_ptr + t * stride_mt, H, offs_b, mask_b, w_hr_ptr, H, 1, 0, r0, R, H,
@@ -253,7 +268,9 @@ def backward_kernel(
             active_next = active_rows(len_ptr, offs_b, mask_b, t_next, T, HAS_LENGTHS)[:, None] & (s > 0)
             # (the masks of loads and stores below hold no scalar condition: the interpreter rejects one)
             parts = part_ptr + ((s + 1) % 2) * programs * B * R
-            for r0 in range(pid * BLOCK_H, R, programs * BLOCK_H):
+            base, stop, step = own_tiles(R, BLOCK_H, STRATEGY)
+            for i in range(0, stop, step):
+                r0 = base + i
                 offs_r = r0 + tl.arange(0, BLOCK_H)
                 mask = mask_b[:, None] & (offs_r[None, :] < R)
                 br = offs_b[:, None] * R + offs_r[None, :]
@@ -271,7 +288,9 @@ def backward_kernel(
                         tl.store(dhs_ptr + t * B * R + br, tl.where(active, dh + d_out, 0.0), mask=mask)
             tl.debug_barrier()  # the dh just stored is read by other threads below
         if (sub == SUBSTEPS - 1) and (s < T):  # gate gradients of the own units, and their share of dh_{t-1}
-            for h0 in range(pid * BLOCK_H, H, programs * BLOCK_H):
+            base, stop, step = own_tiles(H, BLOCK_H, STRATEGY)
+            for i in range(0, stop, step):
+                h0 = base + i
                 offs_h = h0 + tl.arange(0, BLOCK_H)
                 mask = mask_b[:, None] & (offs_h[None, :] < H)
                 bh = offs_b[:, None] * H + offs_h[None, :]

@@ -58,6 +58,23 @@ def test_split_keeps_the_w_slice_on_chip_at_shape_a():
         assert cfg["W_RESIDENT"] and cfg["PIECES"] * cfg["BLOCK_K"] == 768  # 256-wide pieces, no padding
 
 
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+@pytest.mark.parametrize("B,H,dtype", [(16, 768, BF16), (64, 256, F32), (256, 1024, BF16), (1, 512, F32), (64, 2048, F32)])
+def test_split_states_every_register_to_ptxas(pass_, B, H, dtype):
+    """Without a budget ptxas aims at occupancy and keeps some of the time loop on the stack; a
+    split grid runs about one program per SM. rows keeps ptxas's own budget."""
+    for strategy in ("split", "stepwise"):
+        assert launch_config("lstm", pass_, B, H, H, dtype, "cuda", override={"STRATEGY": strategy})["maxnreg"] == 255
+    assert launch_config("lstm", pass_, B, H, H, dtype, "cuda", override={"STRATEGY": "rows"})["maxnreg"] is None
+
+
+def test_streamed_fma_slices_skip_the_prefetch():
+    """fp32 at (b) streams its W slice into an FMA dot: 16-wide tiles, no prefetch buffers (they spill)."""
+    for pass_ in ("fwd", "bwd"):
+        cfg = launch_config("lstm", pass_, 64, 256, 256, F32, "cuda")
+        assert not cfg["W_RESIDENT"] and (cfg["BLOCK_K"], cfg["num_stages"]) == (16, 1)
+
+
 def test_rows_below_split_min_h():
     assert launch_config("lstm", "fwd", 256, SPLIT_MIN_H // 2, SPLIT_MIN_H // 2, BF16, "cuda")["STRATEGY"] == "rows"
 

@@ -98,6 +98,7 @@ def test_job_is_the_gpu_launch_config(case):
         assert c["STRATEGY"] == case.strategy
     options = dict(job[6])
     assert (options["num_warps"], options["num_stages"]) == (cfg["num_warps"], cfg["num_stages"])
+    assert options["maxnreg"] == cfg["maxnreg"]  # what ptxas is told, so what its registers are checked under
     assert c["REVERSE"] is True and c["HAS_LENGTHS"] is True
     assert c["PROJ"] == (case.cell == "lstm-proj")
     assert ("w_hr_ptr" in c) == (case.cell != "lstm-proj") and c.get("w_hr_ptr") is None  # None pointer
@@ -253,11 +254,12 @@ OVERRIDE = "argument --override: "
     (["--jobs", "two"], "argument --jobs: expected a positive integer, got 'two'"),
     (["--override", "foo"], OVERRIDE + "expected KEY=VALUE, got 'foo'"),
     (["--override", "BLOCK_Q=8"], OVERRIDE + "unknown launch config key 'BLOCK_Q'; known: BLOCK_B, BLOCK_H, "
-                                             "BLOCK_K, PIECES, W_RESIDENT, num_warps, num_stages, DOT_FP32, "
-                                             "PRECISION"),
+                                             "BLOCK_K, PIECES, W_RESIDENT, num_warps, num_stages, maxnreg, "
+                                             "DOT_FP32, PRECISION"),
     (["--override", "STRATEGY=split"], OVERRIDE + "STRATEGY: use --strategy"),
     (["--override", "PIECES=0"], OVERRIDE + "PIECES: expected a positive integer, got '0'"),
     (["--override", "num_stages=0"], OVERRIDE + "num_stages: expected an integer from 1 to 8, got '0'"),
+    (["--override", "maxnreg=256"], OVERRIDE + "maxnreg: expected an integer from 16 to 255, got '256'"),
     (["--override", "=8"], OVERRIDE + "unknown launch config key ''"),
     (["--override", "num_warps=abc"], OVERRIDE + "num_warps: expected a power of two up to 32, got 'abc'"),
     (["--override", "num_warps=3"], OVERRIDE + "num_warps: expected a power of two up to 32, got '3'"),

@@ -63,7 +63,7 @@ def test_a_kind_with_no_clean_setting_fails_the_run(monkeypatch, capsys):
 
 @pytest.mark.parametrize("candidate", sweep.CANDIDATES)
 def test_candidates_are_launch_settings(candidate):
-    assert set(sweep.override(candidate)) <= {"num_warps", "BLOCK_K", "BLOCK_H"}
+    assert set(sweep.override(candidate)) <= {"num_warps", "BLOCK_K", "BLOCK_H", "maxnreg"}
 
 
 # --- misuse: exit 2 with argparse's usage and one error line, before any compile ----------------

@@ -7,11 +7,13 @@ counts the warp-instructions one step issues per warp, every loop weighted by it
 
 - the time loop iterates once per sub-step (as many per step as the launch counts: 1, 2 with a
   projection), so its own instructions count once per sub-step, both sides of every branch
-  included (an upper bound), and each hidden-tile loop, which one sub-step runs, once per step;
+  included (an upper bound), and with rows each hidden-tile loop, which one sub-step runs, once
+  per step (split and stepwise have no tile loop: a tile's code is the time loop's own, counted
+  once per sub-step, which over-counts with a projection);
 - a grid barrier's spin loop (acquire loads or atomics): 0 trips, the wait is the model's
   barrier term, not issue;
-- hidden-tile loops (`for h0 in range(pid * BLOCK_H, H, programs * BLOCK_H)`): 1 trip with split
-  and stepwise (the busiest program's), cdiv(H, BLOCK_H) or cdiv(R, BLOCK_H) with rows;
+- hidden-tile loops (rows only: a split or stepwise program's one tile is straight code, see
+  kernels/common.py `own_tiles`): cdiv(H, BLOCK_H) or cdiv(R, BLOCK_H) trips;
 - streamed weight loops (`for k0 in range(0, K, BLOCK_K)`, one tl.dot per iteration):
   cdiv(K, BLOCK_K) // u trips, where u, the unroll factor, is the multiply-adds the loop body's
   HMMA / HGMMA (or, for an IEEE fp32 dot, FFMA) instructions do over the multiply-adds of one dot;
@@ -177,31 +179,40 @@ def trip_counts(step, k):
     """{loop start: trips per step} for every loop under `step` (from step_loop), by the module
     docstring's rule. Raises Unmatched when the loops are not those LAYOUT and `k` (a Tiling) expect."""
     spins = [loop for loop in step.children if _is_spin(loop)]
-    tiles = [loop for loop in step.children if loop not in spins]
+    others = [loop for loop in step.children if loop not in spins]
     if len(spins) != (k.strategy == "split"):
         raise Unmatched(f"{len(spins)} barrier spin loop(s) in a {k.strategy} step")
-    layout = LAYOUT[(k.pass_, k.proj)]
-    if len(tiles) != len(layout):
-        raise Unmatched(f"{len(tiles)} hidden-tile loops in the step, expected {len(layout)}")
+    layout = [(walks, inner.replace("W", "") if k.resident else inner) for walks, inner in LAYOUT[(k.pass_, k.proj)]]
     trips = dict.fromkeys((loop.start for loop in spins), 0)
-    for tile, (walks, inner) in zip(tiles, layout):
-        extent = k.H if walks == "H" else k.R
-        trips[tile.start] = -(-extent // k.BLOCK_H) if k.strategy == "rows" else 1
-        inner = inner.replace("W", "") if k.resident else inner
-        shares = len(tile.children) - len(inner.replace("S", ""))  # the sum of shares: 1 or 2 loops
-        if not (1 <= shares <= 2 if "S" in inner else shares == 0):
-            raise Unmatched(f"hidden-tile loop {tile.start:#x} holds {len(tile.children)} loops; LAYOUT expects "
-                            f"{inner!r} (S one or two loops, the others one each)")
-        children = iter(tile.children)
+    if k.strategy == "rows":  # a loop over the hidden tiles around each group of inner loops
+        if len(others) != len(layout):
+            raise Unmatched(f"{len(others)} hidden-tile loops in the step, expected {len(layout)}")
+        for tile, (walks, inner) in zip(others, layout):
+            trips[tile.start] = -(-(k.H if walks == "H" else k.R) // k.BLOCK_H)
+            _inner_trips(tile.children, [(walks, inner)], k, trips, f"hidden-tile loop {tile.start:#x}")
+    else:  # one tile a program, which is no loop (kernels/common.py, own_tiles): its loops are the step's
+        _inner_trips(others, layout, k, trips, "the step")
+    return trips
+
+
+def _inner_trips(loops, layout, k, trips, where):
+    """Trips of `loops`, the inner loops of the hidden tiles `layout` [(walks, inner kinds)] in
+    address order: "S" (the sum of shares) is one or two loops, every other kind one."""
+    singles = sum(len(inner.replace("S", "")) for _, inner in layout)
+    shares = len(loops) - singles
+    if not (1 <= shares <= 2 if any("S" in inner for _, inner in layout) else shares == 0):
+        raise Unmatched(f"{where} holds {len(loops)} loops; LAYOUT expects "
+                        f"{'+'.join(inner for _, inner in layout)!r} (S one or two loops, the others one each)")
+    children = iter(loops)
+    for walks, inner in layout:
         for kind in inner:
             if kind == "S":
                 trips.update(_share_trips([next(children) for _ in range(shares)], k))
-            else:  # W_hh over R; W_hr over the extent the tile loop does not walk
+            else:  # W_hh over R; W_hr over the extent the tile does not walk
                 loop = next(children)
                 K = k.H if kind == "P" and walks == "R" else k.R
                 tile_gates = k.G + (k.G == 3)  # a fused tile is a power of two wide (kernels/common.py)
                 trips[loop.start] = _stream_trips(loop, k, K, tile_gates if kind == "W" else 1)
-    return trips
 
 
 def per_step(step, k):

@@ -40,28 +40,38 @@ def spin(code):
     return loop(code, ["LDG.E.STRONG.GPU", "ATOMG.E.EXCH.STRONG.GPU"])
 
 
-def test_split_step_counts_own_tile_once_and_no_spin():
+def test_split_tile_is_straight_code_and_the_spin_is_no_work():
+    # a split program's one tile is no loop (kernels/common.py own_tiles): its code is the step's own
+    code = Code()
+    step = loop(code, ["IADD3"] * 10 + [HMMA] * 96 + ["FADD"] * 3, [spin(code)], ["MEMBAR.ALL.GPU"])
+    assert estimate.trip_counts(step, SPLIT) == {step.children[0].start: 0}
+    counts = estimate.per_step(step, SPLIT)
+    assert counts["total"] == 12 + 99
+    assert counts["mma"] == 96 and counts["atom"] == 0  # the spin loop's atomic is the barrier term
+    # two sub-steps: the time loop's own code, the tile's included, counts twice (an upper bound)
+    assert estimate.per_step(step, SPLIT._replace(substeps=2))["total"] == 2 * (12 + 99)
+
+
+def test_rows_walks_its_hidden_tile_loop():
     code = Code()
     tile = loop(code, [HMMA] * 96 + ["FADD"] * 3)
-    step = loop(code, ["IADD3"] * 10, [tile, spin(code)], ["MEMBAR.ALL.GPU"])
-    assert estimate.trip_counts(step, SPLIT) == {tile.start: 1, step.children[1].start: 0}
-    counts = estimate.per_step(step, SPLIT)
-    assert counts["total"] == 12 + 100
-    assert counts["mma"] == 96 and counts["atom"] == 0  # the spin loop's atomic is the barrier term
-    # two sub-steps: the time loop's own code runs twice, the tile loop once
-    assert estimate.per_step(step, SPLIT._replace(substeps=2))["total"] == 2 * 12 + 100
+    step = loop(code, ["IADD3"] * 10, [tile])
+    rows = SPLIT._replace(strategy="rows", programs=1)
+    assert estimate.trip_counts(step, rows) == {tile.start: 768 // 16}
+    assert estimate.per_step(step, rows)["total"] == 11 + 48 * 100
 
 
 def test_streamed_loop_trips_divide_by_the_unroll_the_mma_count_shows():
     for unroll in (1, 2, 3):
         code = Code()
         k_loop = loop(code, [HMMA] * (4 * unroll) + ["LDG.E.128"] * 2)
-        tile = loop(code, ["MUFU.EX2"], [k_loop])
-        step = loop(code, ["IADD3"], [tile, spin(code)])
+        step = loop(code, ["IADD3", "MUFU.EX2"], [k_loop, spin(code)])
         trips = estimate.trip_counts(step, STREAMED)
         assert trips[k_loop.start] == (768 // 32) // unroll  # 24 K tiles; 24 // 3 = 8 trips (no remainder)
-    # rows: the tile loop walks all H tiles
-    assert estimate.trip_counts(loop(Code(), ["IADD3"], [tile]), STREAMED._replace(strategy="rows"))[tile.start] == 48
+    # rows: the tile loop around it walks all H tiles
+    code = Code()
+    tile = loop(code, ["MUFU.EX2"], [loop(code, [HMMA] * 4)])
+    assert estimate.trip_counts(loop(code, ["IADD3"], [tile]), STREAMED._replace(strategy="rows"))[tile.start] == 48
 
 
 def test_hgmma_and_fp32_ffma_count_multiply_adds():
@@ -85,38 +95,43 @@ def test_backward_sum_of_shares_main_loop_and_remainder():
     code = Code()
     main = loop(code, ["LDG.E.STRONG.GPU", "FADD"] * 4)
     rest = loop(code, ["LDG.E.STRONG.GPU", "FADD"])
-    tiles = [loop(code, ["IADD3"], [main, rest]), loop(code, [HMMA] * 48)]
-    step = loop(code, ["IADD3"], tiles + [spin(code)])
+    step = loop(code, ["IADD3"] + [HMMA] * 48, [main, rest, spin(code)])
     trips = estimate.trip_counts(step, k._replace(programs=50))
     assert (trips[main.start], trips[rest.start]) == (12, 2)
     # one loop only (not unrolled, or its remainder straight code): all programs go to it
     code = Code()
     alone = loop(code, ["FADD"] * 4)
-    step = loop(code, ["IADD3"], [loop(code, ["IADD3"], [alone]), loop(code, [HMMA]), spin(code)])
+    step = loop(code, ["IADD3", HMMA], [alone, spin(code)])
     assert estimate.trip_counts(step, k._replace(programs=50))[alone.start] == 12
+    # streamed W: the share sum, then the W loop
+    code = Code()
+    alone, k_loop = loop(code, ["FADD"] * 4), loop(code, [HMMA] * 4)
+    trips = estimate.trip_counts(loop(code, ["IADD3"], [alone, k_loop, spin(code)]),
+                                 k._replace(programs=50, resident=False, BLOCK_K=32, warps=4))
+    assert (trips[alone.start], trips[k_loop.start]) == (25, 24)  # [16, 16] over 128 threads: 2 FADDs
 
 
 def test_unexpected_structure_is_unmatched_not_guessed():
     code = Code()
-    tile = loop(code, [HMMA] * 96)
     with pytest.raises(estimate.Unmatched, match="spin"):  # split without its barrier
-        estimate.trip_counts(loop(code, ["IADD3"], [tile]), SPLIT)
-    with pytest.raises(estimate.Unmatched, match="2 hidden-tile loops"):
-        estimate.trip_counts(loop(code, ["IADD3"], [tile, loop(code, ["FADD"]), spin(code)]), SPLIT)
+        estimate.trip_counts(loop(code, [HMMA] * 96), SPLIT)
+    with pytest.raises(estimate.Unmatched, match="2 hidden-tile loops"):  # rows: one tile loop expected
+        estimate.trip_counts(loop(code, ["IADD3"], [loop(code, [HMMA]), loop(code, ["FADD"])]),
+                             SPLIT._replace(strategy="rows"))
     with pytest.raises(estimate.Unmatched, match="holds 1 loops"):  # resident W: no streamed loop expected
-        estimate.trip_counts(loop(code, ["IADD3"], [loop(code, ["IADD3"], [loop(code, [HMMA])]), spin(code)]), SPLIT)
+        estimate.trip_counts(loop(code, ["IADD3"], [loop(code, [HMMA]), spin(code)]), SPLIT)
 
 
 def test_stepwise_step_is_the_whole_kernel():
     # stepwise launches run one sub-step (count = 1, so Triton drops the time loop): the step is the
-    # kernel's straight code plus its top-level loops
+    # kernel's straight code plus its top-level loops, here a streamed W loop of 4 HMMA a trip
     text = "\n".join(f"        /*{16 * n:04x}*/ {op} ;" for n, op in enumerate(
-        ["S2R R0, SR_TID.X", "HMMA.16816.F32.BF16 R8, R12, R16, R8", "@P0 BRA 0x10", "STG.E [R2], R8", "EXIT"]))
+        ["S2R R0, SR_TID.X"] + [f"{HMMA} R8, R12, R16, R8"] * 4 + ["@P0 BRA 0x10", "STG.E [R2], R8", "EXIT"]))
     instrs = sass.parse(text)
     step = estimate.step_loop(instrs, "stepwise")
     assert [len(step.own), len(step.children)] == [3, 1]
-    k = SPLIT._replace(strategy="stepwise", resident=True)
-    assert estimate.per_step(step, k)["total"] == 5
+    k = STREAMED._replace(strategy="stepwise")
+    assert estimate.per_step(step, k)["total"] == 3 + 24 * 5
 
 
 def test_issue_bound_and_model():

@@ -21,9 +21,12 @@ Measuring never happens while torch.compile or torch.export traces: a cached dec
 else the static rule (`static_choice`). FASTRNN_AUTOTUNE=0 turns measuring and the cache off:
 the static rule alone decides, the same on every machine.
 """
+import contextlib
+import inspect
 import math
 import os
 import statistics
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -279,17 +282,40 @@ def candidate_labels():
 
 def measure_on_gpu(sig, device):
     """select() over the real candidates of `sig` on CUDA `device`, timed with CUDA events, with
-    autocast and any dispatch mode of the caller off, and TF32 off unless `sig` has it."""
+    autocast and any dispatch mode of the caller off, and for an fp32 `sig` the TF32 flags as `sig`
+    has them. One measurement at a time in this process (_LOCK): the flags are process-wide, and
+    two measurements at once would time each other."""
     from torch.utils._python_dispatch import _disable_current_modes
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    if not sig.tf32:
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with _disable_current_modes(), torch.autocast("cuda", enabled=False), \
-                torch.set_grad_enabled(sig.training):
-            return select(sig, candidates(sig, device), cuda_timer)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    with _LOCK, _disable_current_modes(), torch.autocast("cuda", enabled=False), \
+            _tf32_of(sig), torch.set_grad_enabled(sig.training):
+        return select(sig, candidates(sig, device), cuda_timer)
+
+
+_LOCK = threading.Lock()
+# torch.backends.cudnn.flags() sets every flag it takes (to its defaults when not given); None
+# leaves one as it is. Its parameters differ between torch versions, hence the names read here.
+_CUDNN_FLAGS = tuple(inspect.signature(torch.backends.cudnn.flags).parameters)
+
+
+def _tf32_of(sig):
+    """The TF32 flags as an fp32 `sig` has them (no flag is touched for fp16 / bf16)."""
+    return tf32_flags(sig.tf32, sig.tf32) if sig.dtype == "float32" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def tf32_flags(cudnn=None, matmul=None):
+    """cuDNN's and cuBLAS's (matmul's) TF32 flags set for the block (None: left alone, as is a
+    flag already so), then put back. cuDNN's goes through torch.backends.cudnn.flags(), the one
+    way torch allows once the global flags are frozen (torch.backends.disable_global_flags(),
+    which torch's own test harness calls)."""
+    with contextlib.ExitStack() as stack:
+        if cudnn is not None and torch.backends.cudnn.allow_tf32 != cudnn:
+            stack.enter_context(torch.backends.cudnn.flags(**{**dict.fromkeys(_CUDNN_FLAGS), "allow_tf32": cudnn}))
+        blas = torch.backends.cuda.matmul
+        if matmul is not None and blas.allow_tf32 != matmul:
+            stack.callback(setattr, blas, "allow_tf32", blas.allow_tf32)
+            blas.allow_tf32 = matmul
+        yield
 
 
 def cuda_timer(fn, repeats=REPEATS):

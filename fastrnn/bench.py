@@ -80,13 +80,11 @@ def _step(module, case, x, hx, grad, sync):
 
 
 def _with_tf32(fn, on):
+    from .autotune import tf32_flags
+
     def run():
-        old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
-        try:
+        with tf32_flags(cudnn=on, matmul=on):  # cuDNN's flag cannot be set but through flags() when frozen
             fn()
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
     return run
 
 

@@ -70,13 +70,35 @@ def test_signature_buckets_T_and_reads_like_an_id():
     assert autotune.signature("LSTM", T=2, B=1, I=1, H=1, dtype=torch.float64, training=False) is None
 
 
-def test_fp32_signature_says_whether_tf32_is_allowed(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert not sig().tf32
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert sig().tf32 and sig().key.endswith("-float32-tf32-infer")
-    assert not sig(dtype=torch.float16).tf32
+@pytest.fixture
+def frozen_flags():
+    """torch's global backend flags frozen, as torch's test harness (common_utils) leaves them for
+    every later test of its process: cuDNN's then change only through torch.backends.cudnn.flags()."""
+    name = "__allow_nonbracketed_mutation_flag"
+    before = getattr(torch.backends, name)
+    torch.backends.disable_global_flags()
+    yield
+    setattr(torch.backends, name, before)
+
+
+def test_fp32_signature_says_whether_tf32_is_allowed(frozen_flags):
+    with autotune.tf32_flags(cudnn=False, matmul=False):
+        assert not sig().tf32
+        with autotune.tf32_flags(cudnn=True):
+            assert sig().tf32 and sig().key.endswith("-float32-tf32-infer")
+            assert not sig(dtype=torch.float16).tf32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_measuring_sets_tf32_through_torchs_flags_and_only_for_fp32(frozen_flags, monkeypatch, dtype):
+    seen = []
+    monkeypatch.setattr(autotune, "candidates", lambda s, device: candidates({"aten": RIGHT}))
+    monkeypatch.setattr(autotune, "cuda_timer", lambda fn: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or 1.0)
+    with autotune.tf32_flags(cudnn=True, matmul=True):
+        assert autotune.measure_on_gpu(sig(dtype=dtype)._replace(tf32=False), "cpu")["choice"] == "aten"
+        after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    assert seen == [(False, False) if dtype == torch.float32 else (True, True)] and after == (True, True)
 
 
 # --- selection -------------------------------------------------------------------------------------

@@ -372,7 +372,9 @@ def candidates(sig, device):
                 x[0], cell.hx([s[0] for s in cell.states_of(hx)]), *weights[0][:4]))
             return (states[0][None], *(s[None] for s in states))
         from . import aten as aten_backend
-        out, final = aten_backend.run_stack(x, hx, weights, **stack)
+        # cuDNN runs in training mode only if told (no dropout here): its inference mode saves
+        # nothing for a backward, which then raises, and auto would take that for torch.nn failing
+        out, final = aten_backend.run_stack(x, hx, weights, training=sig.training, **stack)
         return (out, *cell.states_of(final))
 
     def triton(strategy):

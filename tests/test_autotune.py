@@ -192,6 +192,19 @@ def test_the_real_candidates_agree_on_cpu():
     assert list(record["excluded"]) == ["triton:split"] and record["warn"] == []
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+def test_the_aten_candidate_runs_torch_in_the_signatures_training_mode(monkeypatch, training):
+    """cuDNN's backward raises after a forward in inference mode: a training signature's aten
+    candidate must run _VF in training mode, as torch.nn in train() does."""
+    from fastrnn import aten
+    modes, real = [], aten.run_stack
+    monkeypatch.setattr(aten, "run_stack", lambda *a, **kw: modes.append(kw.get("training")) or real(*a, **kw))
+    s = autotune.signature("LSTM", T=3, B=2, I=3, H=4, dtype=torch.float32, training=training)
+    with torch.set_grad_enabled(training):
+        autotune.candidates(s, "cpu")["aten"]()
+    assert modes == [training]
+
+
 def test_the_real_candidates_of_a_cell_agree_on_cpu():
     s = autotune.signature("RNN_RELU", T=1, B=3, I=4, H=6, dtype=torch.float32, training=False, cell=True)
     record = autotune.select(s._replace(tf32=False), autotune.candidates(s, "cpu"), lambda fn: 1.0)

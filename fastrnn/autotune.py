@@ -236,9 +236,9 @@ def warning_text(sig, record, device_name):
 def decide(sig, device, *, measure=None):
     """The Choice of backend='auto' for a call of signature `sig` on CUDA `device`.
 
-    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces, or a CUDA graph is
-    being captured (nothing may synchronize): the decision cached in this process, else the
-    static rule. Otherwise the cached decision (memory, then disk), else
+    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces, a CUDA graph is
+    being captured (nothing may synchronize) or this thread is measuring already: the decision
+    cached in this process, else the static rule. Otherwise the cached decision (memory, then disk), else
     `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached."""
     if not enabled():
         return static_choice(sig)
@@ -247,7 +247,7 @@ def decide(sig, device, *, measure=None):
     if torch.compiler.is_compiling():
         label = tunecache.remembered(key, device)  # memory only: no file is read while tracing
         return static_choice(sig) if label is None else Choice.parse(label)
-    if _capturing(device):
+    if measuring() or _capturing(device):
         label = tunecache.remembered(key, device)
         return static_choice(sig) if label is None else Choice.parse(label)
     cache = tunecache.for_device(device)
@@ -286,12 +286,37 @@ def measure_on_gpu(sig, device):
     has them. One measurement at a time in this process (_LOCK): the flags are process-wide, and
     two measurements at once would time each other."""
     from torch.utils._python_dispatch import _disable_current_modes
-    with _LOCK, _disable_current_modes(), torch.autocast("cuda", enabled=False), \
-            _tf32_of(sig), torch.set_grad_enabled(sig.training):
+    with _LOCK, _measuring(), _disable_current_modes(), torch.autocast("cuda", enabled=False), \
+            _tf32_of(sig), torch.set_grad_enabled(sig.training), \
+            torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        # The caller's saved-tensor hooks (non-reentrant activation checkpointing's, offloading's)
+        # are for its own graph: the candidates' backward would run them, and checkpointing's
+        # would recompute the caller's forward from inside this one. These identity hooks hide them.
         return select(sig, candidates(sig, device), cuda_timer)
 
 
+def _same(t):
+    return t
+
+
 _LOCK = threading.Lock()
+_STATE = threading.local()  # .measuring: this thread is inside measure_on_gpu
+
+
+@contextlib.contextmanager
+def _measuring():
+    before = getattr(_STATE, "measuring", False)
+    _STATE.measuring = True
+    try:
+        yield
+    finally:
+        _STATE.measuring = before
+
+
+def measuring():
+    """Is this thread measuring candidates now? A decision asked meanwhile (a hook of the caller's
+    running inside a measurement) takes the static rule: measuring may not start over inside itself."""
+    return getattr(_STATE, "measuring", False)
 # torch.backends.cudnn.flags() sets every flag it takes (to its defaults when not given); None
 # leaves one as it is. Its parameters differ between torch versions, hence the names read here.
 _CUDNN_FLAGS = tuple(inspect.signature(torch.backends.cudnn.flags).parameters)

@@ -33,8 +33,8 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   `inspect --strategy all`): a 16-row FMA backward keeps half that budget (the share dot's operands
   live beside it) and one of 64 or more columns of R per piece runs 8 warps; a 64-row tile keeps
   at most 4 pieces; a streamed FMA slice comes in BLOCK_K = 16 tiles without Triton's prefetch
-  (num_stages = 1: its buffers spill); B = 1's backward runs 8 warps. Every split launch states
-  ptxas a budget of 255 registers (MAXNREG).
+  (num_stages = 1: its buffers spill). Every split launch states ptxas a budget of 255 registers
+  (MAXNREG).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
@@ -175,8 +175,8 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
     resident = (_tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= budget
                 and (bb < 64 or pieces <= 4))
     # 8 warps where ptxas would otherwise spill (`python -m fastrnn inspect --strategy all`): an FMA
-    # slice of 64 or more columns of R held in registers, and B = 1's backward
-    warps = 8 if (resident and wide_fma and bk >= 64) or (bb == 1 and pass_ == "bwd") else 4
+    # slice of 64 or more columns of R held in registers beside a 16-row tile
+    warps = 8 if resident and wide_fma and bk >= 64 else 4
     if resident:
         # No software pipelining (num_stages=1): the state a step reads exists only after the
         # barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow

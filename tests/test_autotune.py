@@ -509,6 +509,34 @@ def test_a_compiled_module_uses_the_remembered_decision_and_never_measures(fake_
     assert fake_gpu["configs"] == [{"STRATEGY": "stepwise"}, None]  # gru: the static rule's heuristic
 
 
+def test_measuring_inside_non_reentrant_checkpointing(tuning, monkeypatch):
+    """The first call of a signature inside torch.utils.checkpoint(use_reentrant=False): the
+    measurement's own backward must not run checkpointing's hooks (which recompute the caller's
+    forward, and measured again inside the measurement, until CheckpointError)."""
+    monkeypatch.setattr(backends, "tunes_by_signature", lambda x: True)
+    monkeypatch.setenv(autotune.STRATEGY_ENV, "rows")
+    monkeypatch.setattr(autotune, "cuda_timer", lambda fn: 1.0)
+    measured, real = [], autotune.measure_on_gpu
+    monkeypatch.setattr(autotune, "measure_on_gpu", lambda s, device: measured.append(s.key) or real(
+        s._replace(tf32=False), "cpu"))
+    m = fastrnn.GRU(3, 4)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    torch.utils.checkpoint.checkpoint(lambda x: m(x)[0].sum(), x, use_reentrant=False).backward()
+    assert len(measured) == 1 and measured[0].endswith("-train") and x.grad is not None
+
+
+def test_a_decision_asked_while_measuring_takes_the_static_rule(tuning):
+    inner = []
+
+    def measure(s, device):
+        with autotune._measuring():
+            inner.append(autotune.decide(sig(dtype=torch.float16, H=256), "cuda:0",
+                                         measure=lambda *a: pytest.fail("measured inside a measurement")))
+        return {"choice": "triton:rows"}
+    assert autotune.decide(sig(), "cuda:0", measure=measure).label == "triton:rows"
+    assert inner == [autotune.Choice("aten")]
+
+
 def test_rnn_stack_alone_decides_by_its_own_signature(fake_gpu):
     x, h0 = torch.randn(5, 2, 3), torch.zeros(1, 2, 4)
     w = [(torch.randn(4, 3), torch.randn(4, 4), None, None)]

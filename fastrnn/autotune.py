@@ -68,11 +68,16 @@ class Signature(NamedTuple):
 
     @property
     def key(self):
-        """`LSTM-L1-uni-T64-B16-I256-H256-R256-float16-train`, `GRUCell-...`, `-tf32`, `-packed`."""
-        name = cellspec.of(self.mode).cell_mode if self.cell else self.mode
+        """`LSTM-L1-uni-T64-B16-I256-H256-R256-float16-train`, `GRUCell-...`, `RNNCell_RELU-...`,
+        `-tf32`, `-packed`. A cell is named by its torch.nn class, and the Elman cell by its
+        nonlinearity too: tanh and relu run different ops (and kernels)."""
+        name = _CELL_NAMES.get(self.mode, cellspec.of(self.mode).cell_mode) if self.cell else self.mode
         return (f"{name}-L{self.layers}-{'bi' if self.directions == 2 else 'uni'}-T{self.T}-B{self.B}-"
                 f"I{self.I}-H{self.H}-R{self.R}-{self.dtype}{'-tf32' if self.tf32 else ''}-"
                 f"{'train' if self.training else 'infer'}{'-packed' if self.lengths else ''}")
+
+
+_CELL_NAMES = {"RNN_TANH": "RNNCell_TANH", "RNN_RELU": "RNNCell_RELU"}
 
 
 def bucket(T):

@@ -67,6 +67,8 @@ def test_signature_buckets_T_and_reads_like_an_id():
     assert s.T == 64 and sig(T=64).T == 64 and sig(T=65).T == 128 and sig(T=1).T == 1
     assert s.key == "LSTM-L2-bi-T64-B16-I32-H64-R64-bfloat16-train-packed"
     assert sig(mode="GRU", cell=True, T=1).key.startswith("GRUCell-L1-uni-T1-")
+    assert sig(mode="RNN_TANH", cell=True, T=1).key.startswith("RNNCell_TANH-L1-uni-T1-")
+    assert sig(mode="RNN_RELU", cell=True, T=1).key.startswith("RNNCell_RELU-L1-uni-T1-")
     assert autotune.signature("LSTM", T=2, B=1, I=1, H=1, dtype=torch.float64, training=False) is None
 
 
@@ -481,16 +483,24 @@ def test_packed_input_decides_by_its_own_signature(fake_gpu):
     assert fake_gpu["decided"][0].endswith("-infer-packed") and fake_gpu["configs"] == [{"STRATEGY": "rows"}]
 
 
-@pytest.mark.parametrize("cls, name", [(fastrnn.LSTMCell, "LSTMCell"), (fastrnn.GRUCell, "GRUCell"),
-                                       (fastrnn.RNNCell, "RNNCell")])
-def test_a_cell_decides_by_its_own_signature_all_the_way_down(fake_gpu, cls, name):
-    cell = cls(4, 6)
+@pytest.mark.parametrize("cls, kw, name", [(fastrnn.LSTMCell, {}, "LSTMCell"), (fastrnn.GRUCell, {}, "GRUCell"),
+                                           (fastrnn.RNNCell, {}, "RNNCell_TANH"),
+                                           (fastrnn.RNNCell, {"nonlinearity": "relu"}, "RNNCell_RELU")])
+def test_a_cell_decides_by_its_own_signature_all_the_way_down(fake_gpu, cls, kw, name):
+    cell = cls(4, 6, **kw)
     x = torch.randn(3, 4)
     s = cell._signature(x, None)
     fake_gpu["choices"] = {s.key: "triton:stepwise"}
     cell(x)
     assert fake_gpu["decided"] == [s.key] and s.key.startswith(f"{name}-L1-uni-T1-B3-I4-H6-R6-")
     assert fake_gpu["configs"] == [{"STRATEGY": "stepwise"}]
+
+
+def test_relu_and_tanh_cells_are_decided_apart(fake_gpu):
+    x = torch.randn(3, 4)
+    fastrnn.RNNCell(4, 6, nonlinearity="tanh")(x)
+    fastrnn.RNNCell(4, 6, nonlinearity="relu")(x)
+    assert [key.split("-")[0] for key in fake_gpu["decided"]] == ["RNNCell_TANH", "RNNCell_RELU"]
 
 
 def test_a_compiled_module_uses_the_remembered_decision_and_never_measures(fake_gpu):

@@ -147,26 +147,36 @@ def select(sig, candidates, timer, *, atol=None, rtol=None):
     those with `timer(fn) -> seconds`, and take the fastest (ties: the earliest label).
 
     Returns the decision record {"choice": label, "times_ms": {label: ms}, "excluded": {label:
-    reason}, "warn": [labels excluded for a reason worth reporting]}. If aten itself raises, nothing
-    can be verified: the choice is aten (whose error the call then meets), with nothing timed."""
+    reason}, "warn": [labels excluded for a reason worth reporting], "persist": bool}. If aten
+    itself raises, nothing can be verified: the choice is aten (whose error the call then meets),
+    with nothing timed. "persist" is False when the decision rests on a failure that says nothing
+    lasting about the case (aten raising, a candidate out of memory or hitting a CUDA error, or
+    refused by torch.use_deterministic_algorithms): such a decision holds for this process only."""
+
     labels = list(candidates)
     if labels[0] != "aten":
         raise ValueError(f"the first candidate must be torch.nn's ('aten'), got {labels}")
     if atol is None or rtol is None:
         atol, rtol = _tolerances(sig)
-    excluded, warn, agreeing = {}, [], []
+    excluded, warn, agreeing, transient = {}, [], [], []
+
+    def failed(label, exc, timed=False):  # whatever it raised excludes it; whether to warn, to keep it
+        excluded[label] = _why(exc)
+        if _transient(exc):
+            transient.append(label)
+        # a refusal is expected before a candidate runs; once it ran, failing is as bad as a wrong answer
+        if not (_circumstance(exc) or (_refusal(exc) and not timed)):
+            warn.append(label)
     try:
         expected = candidates["aten"]()
     except Exception as exc:  # nothing to compare with: leave the call to torch.nn
-        return {"choice": "aten", "times_ms": {}, "excluded": {"aten": _why(exc)}, "warn": []}
+        return {"choice": "aten", "times_ms": {}, "excluded": {"aten": _why(exc)}, "warn": [], "persist": False}
     agreeing.append("aten")
     for label in labels[1:]:
         try:
             got = candidates[label]()
-        except Exception as exc:  # whatever it raised excludes it; _refusal says whether to warn
-            excluded[label] = _why(exc)
-            if not _refusal(exc):
-                warn.append(label)
+        except Exception as exc:
+            failed(label, exc)
             continue
         mismatch = _mismatch(got, expected, atol, rtol)
         if mismatch:
@@ -178,16 +188,16 @@ def select(sig, candidates, timer, *, atol=None, rtol=None):
     for label in agreeing:
         try:
             times[label] = timer(candidates[label])
-        except Exception as exc:  # ran once, then failed while timed: as unreliable as a wrong answer
-            excluded[label] = _why(exc)
-            warn.append(label)
+        except Exception as exc:
+            failed(label, exc, timed=True)
     if "aten" not in times:  # torch.nn's own failure is torch.nn's to report, at the call
-        return {"choice": "aten", "times_ms": {}, "excluded": excluded, "warn": [w for w in warn if w != "aten"]}
+        return {"choice": "aten", "times_ms": {}, "excluded": excluded, "warn": [w for w in warn if w != "aten"],
+                "persist": False}
     agreeing = [label for label in agreeing if label in times]
     fastest = min(times.values())
     choice = next(label for label in agreeing if times[label] <= fastest * (1 + TIE))
     return {"choice": choice, "times_ms": {k: v * 1e3 for k, v in times.items()}, "excluded": excluded,
-            "warn": warn}
+            "warn": warn, "persist": not transient}
 
 
 def _refusal(exc):
@@ -195,6 +205,19 @@ def _refusal(exc):
     the device cannot run): expected, recorded, not worth a report."""
     from .backends import BackendError
     return isinstance(exc, BackendError) or type(exc) is ValueError
+
+
+def _circumstance(exc):
+    """A failure of this moment or this process's settings, not of the candidate: out of memory, or
+    refused under torch.use_deterministic_algorithms. Not worth a report."""
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc) or "deterministic" in str(exc)
+
+
+def _transient(exc):
+    """Does `exc` say nothing lasting about the case (_circumstance, or a CUDA error, after which
+    the process's CUDA context may be unusable)? Then the decision is not written to disk."""
+    accelerator = getattr(torch, "AcceleratorError", ())  # torch >= 2.8 raises CUDA errors as this
+    return _circumstance(exc) or isinstance(exc, accelerator) or "CUDA error" in str(exc)
 
 
 def _why(exc):
@@ -244,7 +267,8 @@ def decide(sig, device, *, measure=None):
     FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces, a CUDA graph is
     being captured (nothing may synchronize) or this thread is measuring already: the decision
     cached in this process, else the static rule. Otherwise the cached decision (memory, then disk), else
-    `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached."""
+    `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached (in memory
+    only when the record says it must not persist)."""
     if not enabled():
         return static_choice(sig)
     from . import tunecache
@@ -262,8 +286,9 @@ def decide(sig, device, *, measure=None):
         if record.get("warn"):
             warnings.warn(warning_text(sig, record, cache.identity.get("gpu", str(device))), AutotuneWarning,
                           stacklevel=2)
-        record = {k: v for k, v in record.items() if k != "warn"}
-        cache.put(key, record)
+        persist = record.get("persist", True)
+        record = {k: v for k, v in record.items() if k not in ("warn", "persist")}
+        cache.put(key, record, persist=persist)
     return Choice.parse(record["choice"])
 
 

@@ -106,12 +106,13 @@ def remembered(key, device=None):
 
 
 class DecisionCache:
-    """The decisions of one identity: `get(key)` (loads the file on first use) and `put(key, record)`
-    (memory, then the file, merged under the lock)."""
+    """The decisions of one identity: `get(key)` (loads the file on first use) and `put(key, record,
+    persist=True)` (memory, then the file, merged under the lock)."""
 
     def __init__(self, path, ident):
         self.path, self.identity = path, dict(ident)
         self.memory = None  # key -> record, once loaded
+        self.volatile = set()  # keys whose records stay in this process (put with persist=False)
         self._warned = set()
 
     def get(self, key):
@@ -119,13 +120,19 @@ class DecisionCache:
             self.memory = self._read()
         return self.memory.get(key)
 
-    def put(self, key, record):
+    def put(self, key, record, persist=True):
+        """Keep `record` for `key`; unless `persist` is False (a decision resting on a passing
+        failure), also in the file, with every other persistent decision of this process."""
         self.get(key)
         self.memory[key] = record
+        if not persist:
+            self.volatile.add(key)
+            return
+        self.volatile.discard(key)
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             with _locked(self.path + ".lock"):
-                merged = {**self._read(), **self.memory}
+                merged = {**self._read(), **{k: v for k, v in self.memory.items() if k not in self.volatile}}
                 self.memory.update(merged)  # and learn what other processes decided meanwhile
                 _write_atomic(self.path, {"format": FORMAT, "identity": self.identity, "decisions": merged})
         except OSError as exc:

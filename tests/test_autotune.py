@@ -151,7 +151,33 @@ def test_a_raising_candidate_is_excluded_with_a_warning_a_refusal_without():
 def test_when_torch_nn_itself_raises_nothing_is_verified_and_auto_stays_with_it():
     fns = candidates({"aten": RIGHT, "triton:rows": RIGHT}, raises={"aten": RuntimeError("cuDNN error")})
     record = autotune.select(sig(), fns, lambda fn: pytest.fail("nothing may be timed"))
-    assert record["choice"] == "aten" and record["times_ms"] == {}
+    assert record["choice"] == "aten" and record["times_ms"] == {} and record["persist"] is False
+
+
+@pytest.mark.parametrize("error, warned", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+    (RuntimeError("cudnn RNN backward does not have a deterministic implementation"), False),
+], ids=["oom", "cuda-error", "deterministic"])
+@pytest.mark.parametrize("when", ["run", "timed"])
+def test_a_passing_failure_is_kept_in_memory_only(error, warned, when):
+    """Out of memory, a CUDA error, a refusal under deterministic algorithms: nothing lasting about
+    the case, so the record must not persist; only the CUDA error is worth a report."""
+    fns = candidates({"aten": RIGHT, "triton:rows": RIGHT, "triton:split": RIGHT},
+                     raises={"triton:rows": error} if when == "run" else ())
+
+    def timer(fn):
+        if fn.__name__ == "triton:rows":
+            raise error
+        return {"aten": 2.0, "triton:split": 1.0}[fn.__name__]
+    record = autotune.select(sig(), fns, timer)
+    assert record["choice"] == "triton:split" and "triton:rows" in record["excluded"]
+    assert record["persist"] is False and record["warn"] == (["triton:rows"] if warned else [])
+
+
+def test_a_clean_decision_persists():
+    fns = candidates({"aten": RIGHT, "triton:rows": WRONG})
+    assert autotune.select(sig(), fns, fixed_timer({"aten": 1.0}))["persist"] is True
 
 
 @pytest.mark.parametrize("times, winner", [
@@ -248,6 +274,21 @@ def test_a_pinned_strategy_is_decided_apart(tuning, monkeypatch):
     assert autotune.candidate_labels() == ["aten", "triton:rows"]
     autotune.decide(sig(), "cuda:0", measure=fake_measure({"choice": "triton:rows"}, calls))
     assert calls == [sig().key, sig().key]
+
+
+def test_a_decision_that_must_not_persist_stays_in_memory(tuning):
+    calls = []
+    passing = {"choice": "aten", "times_ms": {}, "excluded": {"aten": "raised OutOfMemoryError"}, "persist": False}
+    assert autotune.decide(sig(), "cuda:0", measure=fake_measure(passing, calls)).label == "aten"
+    assert autotune.decide(sig(), "cuda:0", measure=fake_measure(passing, calls)).label == "aten"
+    autotune.decide(sig(H=128), "cuda:0", measure=fake_measure({"choice": "triton:rows"}, calls))  # a write
+    assert calls == [sig().key, sig(H=128).key]  # once per process
+    on_disk = json.loads(next(tuning.glob("autotune-*.json")).read_text())["decisions"]
+    assert list(on_disk) == [sig(H=128).key]
+    tunecache._CACHES.clear()
+    tunecache._BY_DEVICE.clear()  # a new process measures it again
+    autotune.decide(sig(), "cuda:0", measure=fake_measure({"choice": "triton:rows"}, calls))
+    assert calls == [sig().key, sig(H=128).key, sig().key]
 
 
 def test_the_decision_file_is_read_by_a_new_process(tuning):

@@ -33,7 +33,9 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
     with the launch strategy that was fastest here. `signature`: the one the caller decided by (a
     module's, built before its checks; a cell's names torch's cell class), else this call's own.
     `strategy`: triton's launch strategy for every layer ('rows', 'split', 'stepwise'; None: auto's
-    choice, else FASTRNN_TRITON_STRATEGY or the heuristic); only on the triton backend.
+    choice, else FASTRNN_TRITON_STRATEGY or the heuristic); only on the triton backend. With a
+    strategy, "auto" on CUDA runs triton without deciding (a strategy is a choice of triton);
+    where auto would run anything else (CPU), it raises BackendError.
     Under autocast the whole recurrence runs in autocast's dtype, as torch.nn's RNNs do: x, hx and
     the weights are cast once here, and the backend runs with autocast off.
     """
@@ -46,7 +48,9 @@ def rnn_stack(x, hx, weights, *, mode, num_layers, bidirectional, dropout=0.0, t
                              strategy=strategy, signature=signature)
     cell = cellspec.of(mode)
     states = cell.states_of(hx)
-    if signature is None and backend == "auto" and backends.tunes_by_signature(x):
+    if strategy is not None:
+        signature = None  # a strategy names triton: auto on CUDA has nothing to decide
+    elif signature is None and backend == "auto" and backends.tunes_by_signature(x):
         signature = stack_signature(x, states, weights, mode=mode, num_layers=num_layers,
                                     bidirectional=bidirectional, lengths=lengths)
     concrete, chosen = choose(backend, x, mode=mode, signature=signature)

@@ -32,9 +32,9 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   registers (fp32, and BLOCK_B = 1). Where ptxas would spill otherwise (each rule found by
   `inspect --strategy all`): a 16-row FMA backward keeps half that budget (the share dot's operands
   live beside it) and one of 64 or more columns of R per piece runs 8 warps; a 64-row tile keeps
-  at most 4 pieces; a streamed FMA slice comes in BLOCK_K = 16 tiles without Triton's prefetch
-  (num_stages = 1: its buffers spill). Every split launch states ptxas a budget of 255 registers
-  (MAXNREG).
+  at most 4 pieces; a streamed FMA slice comes without Triton's prefetch (num_stages = 1: its
+  buffers spill), in BLOCK_K = 16 tiles when wider than 64 columns. Every split launch states
+  ptxas a budget of 255 registers (MAXNREG).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
@@ -184,8 +184,10 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
         return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, PIECES=pieces, W_RESIDENT=True, num_stages=1,
                     num_warps=warps, maxnreg=MAXNREG)
     # Streamed: Triton's pipelining prefetches the weight tiles into shared memory, except for an
-    # FMA dot, whose operands go through registers: there prefetch buffers and 32-wide tiles spill.
-    return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=16 if fma else 32, PIECES=1, W_RESIDENT=False,
+    # FMA dot, whose operands go through registers: there prefetch buffers spill, and so do 32-row
+    # tiles wider than 64 columns.
+    narrow = not fma or _tile_gates(cell) * bh <= 64
+    return dict(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=32 if narrow else 16, PIECES=1, W_RESIDENT=False,
                 num_stages=1 if fma else 3, num_warps=warps, maxnreg=MAXNREG)
 
 

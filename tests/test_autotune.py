@@ -597,6 +597,15 @@ def test_rnn_stack_alone_decides_by_its_own_signature(fake_gpu):
     assert fake_gpu["configs"] == [{"STRATEGY": "rows"}]
 
 
+def test_rnn_stack_with_a_strategy_runs_triton_even_where_auto_would_pick_aten(fake_gpu):
+    x, h0 = torch.randn(5, 2, 3), torch.zeros(1, 2, 4)
+    w = [(torch.randn(4, 3), torch.randn(4, 4), None, None)]
+    s = autotune.signature("RNN_TANH", T=5, B=2, I=3, H=4, dtype=torch.float32, training=False)
+    fake_gpu["choices"] = {s.key: "aten"}
+    fastrnn.rnn_stack(x, h0, w, mode="RNN_TANH", num_layers=1, bidirectional=False, strategy="stepwise")
+    assert fake_gpu["decided"] == [] and fake_gpu["configs"] == [{"STRATEGY": "stepwise"}]
+
+
 def test_an_explicit_backend_is_never_tuned(fake_gpu):
     m = fastrnn.LSTM(4, 6, backend="triton")
     m(torch.randn(5, 3, 4))

@@ -68,11 +68,13 @@ def test_split_states_every_register_to_ptxas(pass_, B, H, dtype):
     assert launch_config("lstm", pass_, B, H, H, dtype, "cuda", override={"STRATEGY": "rows"})["maxnreg"] is None
 
 
-def test_streamed_fma_slices_skip_the_prefetch():
-    """fp32 at (b) streams its W slice into an FMA dot: 16-wide tiles, no prefetch buffers (they spill)."""
-    for pass_ in ("fwd", "bwd"):
-        cfg = launch_config("lstm", pass_, 64, 256, 256, F32, "cuda")
-        assert not cfg["W_RESIDENT"] and (cfg["BLOCK_K"], cfg["num_stages"]) == (16, 1)
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+def test_streamed_fma_slices_skip_the_prefetch(pass_):
+    """fp32 streams its W slice into an FMA dot: no prefetch buffers (they spill), and 16-row tiles
+    once the slice is wider than 64 columns (at (b) it is 4 gates x 16 units; at H = 2048, x 64)."""
+    for H, block_k in ((256, 32), (2048, 16)):
+        cfg = launch_config("lstm", pass_, 64, H, H, F32, "cuda")
+        assert not cfg["W_RESIDENT"] and (cfg["BLOCK_K"], cfg["num_stages"]) == (block_k, 1)
 
 
 def test_rows_below_split_min_h():

@@ -71,10 +71,28 @@ class Signature(NamedTuple):
         """`LSTM-L1-uni-T64-B16-I256-H256-R256-float16-train`, `GRUCell-...`, `RNNCell_RELU-...`,
         `-tf32`, `-packed`. A cell is named by its torch.nn class, and the Elman cell by its
         nonlinearity too: tanh and relu run different ops (and kernels)."""
-        name = _CELL_NAMES.get(self.mode, cellspec.of(self.mode).cell_mode) if self.cell else self.mode
-        return (f"{name}-L{self.layers}-{'bi' if self.directions == 2 else 'uni'}-T{self.T}-B{self.B}-"
-                f"I{self.I}-H{self.H}-R{self.R}-{self.dtype}{'-tf32' if self.tf32 else ''}-"
-                f"{'train' if self.training else 'infer'}{'-packed' if self.lengths else ''}")
+        return _memo(_KEYS, _key, self)
+
+
+def _memo(memo, fn, *args):
+    """fn(*args), worked out once per args in `memo` (auto asks at every call); while torch.compile
+    traces, worked out afresh, so that the graph holds no guard on the memo's contents."""
+    if torch.compiler.is_compiling():
+        return fn(*args)
+    value = memo.get(args)
+    if value is None:
+        value = memo[args] = fn(*args)
+    return value
+
+
+_KEYS, _CHOICES = {}, {}
+
+
+def _key(sig):
+    name = _CELL_NAMES.get(sig.mode, cellspec.of(sig.mode).cell_mode) if sig.cell else sig.mode
+    return (f"{name}-L{sig.layers}-{'bi' if sig.directions == 2 else 'uni'}-T{sig.T}-B{sig.B}-"
+            f"I{sig.I}-H{sig.H}-R{sig.R}-{sig.dtype}{'-tf32' if sig.tf32 else ''}-"
+            f"{'train' if sig.training else 'infer'}{'-packed' if sig.lengths else ''}")
 
 
 _CELL_NAMES = {"RNN_TANH": "RNNCell_TANH", "RNN_RELU": "RNNCell_RELU"}
@@ -109,10 +127,14 @@ class Choice(NamedTuple):
     @classmethod
     def parse(cls, label):
         """'aten', 'triton' or 'triton:<strategy>' -> Choice; ValueError for anything else."""
-        backend, _, strategy = str(label).partition(":")
-        if label == "aten" or (backend == "triton" and strategy in ("", *STRATEGIES)):
-            return cls(backend, strategy or None)
-        raise ValueError(f"not a choice of backend='auto': {label!r}")
+        return _memo(_CHOICES, _parse, cls, label)
+
+
+def _parse(cls, label):
+    backend, _, strategy = str(label).partition(":")
+    if label == "aten" or (backend == "triton" and strategy in ("", *STRATEGIES)):
+        return cls(backend, strategy or None)
+    raise ValueError(f"not a choice of backend='auto': {label!r}")
 
 
 def enabled():

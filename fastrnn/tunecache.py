@@ -75,10 +75,14 @@ def path_for(directory, ident):
 
 
 def for_device(device):
-    """The DecisionCache of CUDA `device` in the current cache directory."""
-    ident = identity(device)
-    cache = open_cache(path_for(cache_dir(), ident), ident)
-    _BY_DEVICE[_index(device)] = cache
+    """The DecisionCache of CUDA `device` in the current cache directory. Asked at every call of
+    auto: the file's name (a hash of the identity) is worked out only when the directory or the
+    identity changed since the device's last call."""
+    index, ident, directory = _index(device), identity(device), cache_dir()
+    cache = _BY_DEVICE.get(index)
+    if cache is None or cache.directory != directory or cache.identity != ident:
+        cache = _BY_DEVICE[index] = open_cache(path_for(directory, ident), ident)
+        cache.directory = directory
     return cache
 
 
@@ -111,6 +115,7 @@ class DecisionCache:
 
     def __init__(self, path, ident):
         self.path, self.identity = path, dict(ident)
+        self.directory = os.path.dirname(path)
         self.memory = None  # key -> record, once loaded
         self.volatile = set()  # keys whose records stay in this process (put with persist=False)
         self._warned = set()

@@ -300,6 +300,22 @@ def test_the_decision_file_is_read_by_a_new_process(tuning):
     assert len(calls) == 1
 
 
+def test_a_cached_lookup_works_out_the_file_name_once(tuning, monkeypatch, tmp_path_factory):
+    """Every call of auto looks its decision up: the file's name (json + sha256 of the identity)
+    is worked out again only when the directory or the identity changes."""
+    calls, real = [], tunecache.path_for
+    monkeypatch.setattr(tunecache, "path_for", lambda *a: calls.append(a[0]) or real(*a))
+    for _ in range(3):
+        autotune.decide(sig(), "cuda:0", measure=fake_measure({"choice": "aten"}, []))
+    assert calls == [str(tuning)]
+    other = str(tmp_path_factory.mktemp("other"))
+    monkeypatch.setenv(tunecache.CACHE_ENV, other)
+    autotune.decide(sig(), "cuda:0", measure=fake_measure({"choice": "aten"}, []))
+    monkeypatch.setattr(tunecache, "identity", lambda device: dict(IDENTITY, torch="t2"))
+    autotune.decide(sig(), "cuda:0", measure=fake_measure({"choice": "aten"}, []))
+    assert calls == [str(tuning), other, other] and len(list(tuning.glob("autotune-*.json"))) == 1
+
+
 @pytest.fixture
 def autotune_off(monkeypatch):
     monkeypatch.setenv(autotune.ENV, "0")

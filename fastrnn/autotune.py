@@ -1,10 +1,11 @@
 """`backend="auto"` on CUDA: per call signature, the fastest implementation that agrees with torch.nn.
 
 A signature (`Signature`) is what decides speed: cell and mode, layers, directions, B, I, H, R,
-dtype (and whether fp32 may use TF32), whether a backward follows, whether sequences have lengths,
-and T rounded up to a power of two. Its candidates are torch.nn's own path ("aten": cuDNN, or
-torch's fused cell for the cells) and the triton backend under each launch strategy
-(kernels/config.py STRATEGIES; only the one FASTRNN_TRITON_STRATEGY names when it is set).
+dtype (and which of cuDNN's and matmul's TF32 flags fp32 has on), whether a backward follows,
+whether sequences have lengths, and T rounded up to a power of two. Its candidates are
+torch.nn's own path ("aten": cuDNN, or torch's fused cell for the cells) and the triton backend
+under each launch strategy (kernels/config.py STRATEGIES; only the one FASTRNN_TRITON_STRATEGY
+names when it is set).
 
 The first time a signature is seen (`decide`), every candidate runs once on random inputs of the
 call's shapes (T capped at T_CAP) and its results (outputs, final states, and with a backward the
@@ -50,7 +51,9 @@ class AutotuneWarning(UserWarning):
 class Signature(NamedTuple):
     """What auto decides by. mode: rnn_stack's ('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU'); cell: a
     torch.nn cell class (one step; its aten candidate is torch's cell op, not a layer); T: steps
-    rounded up to a power of two; tf32: an fp32 call that torch lets use TF32; training: a
+    rounded up to a power of two; tf32: which of torch's TF32 flags allow it in an fp32 call, ''
+    (neither, and never for fp16 / bf16), 'cudnn' (cuDNN's: the layers' aten candidate), 'matmul'
+    (cuBLAS's: the cells' aten candidate and the triton kernels) or 'cudnn+matmul'; training: a
     backward will run; lengths: sequences of their own lengths (packed input)."""
     mode: str
     cell: bool
@@ -62,15 +65,15 @@ class Signature(NamedTuple):
     H: int
     R: int
     dtype: str
-    tf32: bool
+    tf32: str
     training: bool
     lengths: bool
 
     @property
     def key(self):
         """`LSTM-L1-uni-T64-B16-I256-H256-R256-float16-train`, `GRUCell-...`, `RNNCell_RELU-...`,
-        `-tf32`, `-packed`. A cell is named by its torch.nn class, and the Elman cell by its
-        nonlinearity too: tanh and relu run different ops (and kernels)."""
+        `-tf32cudnn`, `-tf32matmul` or `-tf32` (both), `-packed`. A cell is named by its torch.nn
+        class, and the Elman cell by its nonlinearity too: tanh and relu run different ops."""
         return _memo(_KEYS, _key, self)
 
 
@@ -91,10 +94,11 @@ _KEYS, _CHOICES = {}, {}
 def _key(sig):
     name = _CELL_NAMES.get(sig.mode, cellspec.of(sig.mode).cell_mode) if sig.cell else sig.mode
     return (f"{name}-L{sig.layers}-{'bi' if sig.directions == 2 else 'uni'}-T{sig.T}-B{sig.B}-"
-            f"I{sig.I}-H{sig.H}-R{sig.R}-{sig.dtype}{'-tf32' if sig.tf32 else ''}-"
+            f"I{sig.I}-H{sig.H}-R{sig.R}-{sig.dtype}{_TF32_TAGS[sig.tf32 or '']}-"
             f"{'train' if sig.training else 'infer'}{'-packed' if sig.lengths else ''}")
 
 
+_TF32_TAGS = {"": "", "cudnn": "-tf32cudnn", "matmul": "-tf32matmul", "cudnn+matmul": "-tf32"}
 _CELL_NAMES = {"RNN_TANH": "RNNCell_TANH", "RNN_RELU": "RNNCell_RELU"}
 
 
@@ -110,9 +114,16 @@ def signature(mode, *, T, B, I, H, R=None, layers=1, bidirectional=False, dtype,
     name = str(dtype).replace("torch.", "")
     if name not in _DTYPES:
         return None
-    tf32 = name == "float32" and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+    tf32 = tf32_allowed() if name == "float32" else ""
     return Signature(mode, bool(cell), layers, 2 if bidirectional else 1, bucket(T), B, I, H, H if R is None else R,
-                     name, bool(tf32), bool(training), bool(lengths))
+                     name, tf32, bool(training), bool(lengths))
+
+
+def tf32_allowed():
+    """Which TF32 flags torch has on now: '', 'cudnn', 'matmul' or 'cudnn+matmul' (Signature.tf32).
+    Each backend follows its own: cuDNN only cuDNN's, cuBLAS and the triton kernels only matmul's."""
+    return "+".join(name for name, on in (("cudnn", torch.backends.cudnn.allow_tf32),
+                                          ("matmul", torch.backends.cuda.matmul.allow_tf32)) if on)
 
 
 class Choice(NamedTuple):
@@ -376,7 +387,10 @@ _CUDNN_FLAGS = tuple(inspect.signature(torch.backends.cudnn.flags).parameters)
 
 def _tf32_of(sig):
     """The TF32 flags as an fp32 `sig` has them (no flag is touched for fp16 / bf16)."""
-    return tf32_flags(sig.tf32, sig.tf32) if sig.dtype == "float32" else contextlib.nullcontext()
+    if sig.dtype != "float32":
+        return contextlib.nullcontext()
+    allowed = (sig.tf32 or "").split("+")
+    return tf32_flags(cudnn="cudnn" in allowed, matmul="matmul" in allowed)
 
 
 @contextlib.contextmanager

@@ -19,11 +19,11 @@ from . import autotune, registry
 
 def case_signature(case, tf32=None):
     """The autotune Signature of a registry case (I = H, packed cases have lengths); `tf32` None reads
-    torch's flags now."""
+    torch's flags now, else true: both TF32 flags on (fp32 only), false: both off."""
     sig = autotune.signature(case.torch_mode, T=case.T, B=case.B, I=case.H, H=case.H, layers=case.layers,
                              bidirectional=case.bidirectional, dtype=case.torch_dtype,
                              training=case.mode == "train", lengths=case.packed)
-    return sig if tf32 is None else sig._replace(tf32=bool(tf32) and sig.dtype == "float32")
+    return sig if tf32 is None else sig._replace(tf32="cudnn+matmul" if tf32 and sig.dtype == "float32" else "")
 
 
 def cuda_device(text):

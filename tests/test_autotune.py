@@ -83,12 +83,15 @@ def frozen_flags():
     setattr(torch.backends, name, before)
 
 
-def test_fp32_signature_says_whether_tf32_is_allowed(frozen_flags):
-    with autotune.tf32_flags(cudnn=False, matmul=False):
-        assert not sig().tf32
-        with autotune.tf32_flags(cudnn=True):
-            assert sig().tf32 and sig().key.endswith("-float32-tf32-infer")
-            assert not sig(dtype=torch.float16).tf32
+@pytest.mark.parametrize("cudnn, matmul, tf32, tag", [
+    (False, False, "", "-float32-infer"), (True, False, "cudnn", "-float32-tf32cudnn-infer"),
+    (False, True, "matmul", "-float32-tf32matmul-infer"), (True, True, "cudnn+matmul", "-float32-tf32-infer"),
+], ids=["off", "cudnn", "matmul", "both"])
+def test_fp32_signature_says_which_tf32_flags_are_on(frozen_flags, cudnn, matmul, tf32, tag):
+    """cuDNN follows only its own flag, cuBLAS and triton only matmul's: each is keyed apart."""
+    with autotune.tf32_flags(cudnn=cudnn, matmul=matmul):
+        assert sig().tf32 == tf32 and sig().key.endswith(tag)
+        assert sig(dtype=torch.float16).tf32 == "" and sig(dtype=torch.float16).key.endswith("-float16-infer")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -98,9 +101,11 @@ def test_measuring_sets_tf32_through_torchs_flags_and_only_for_fp32(frozen_flags
     monkeypatch.setattr(autotune, "cuda_timer", lambda fn: seen.append(
         (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or 1.0)
     with autotune.tf32_flags(cudnn=True, matmul=True):
-        assert autotune.measure_on_gpu(sig(dtype=dtype)._replace(tf32=False), "cpu")["choice"] == "aten"
+        for tf32 in ("", "cudnn", "matmul"):
+            assert autotune.measure_on_gpu(sig(dtype=dtype)._replace(tf32=tf32), "cpu")["choice"] == "aten"
         after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    assert seen == [(False, False) if dtype == torch.float32 else (True, True)] and after == (True, True)
+    fp32 = [(False, False), (True, False), (False, True)]
+    assert seen == (fp32 if dtype == torch.float32 else [(True, True)] * 3) and after == (True, True)
 
 
 # --- selection -------------------------------------------------------------------------------------

@@ -326,9 +326,16 @@ def decide(sig, device, *, measure=None):
 
 
 def _capturing(device):
-    """Is a CUDA graph being captured on the current stream? (Never before CUDA is initialised.)"""
-    return torch.device(device).type == "cuda" and torch.cuda.is_initialized() and \
-        torch.cuda.is_current_stream_capturing()
+    """Is a CUDA graph being captured on `device`'s current stream? (Never before CUDA is initialised.)"""
+    if torch.device(device).type != "cuda" or not torch.cuda.is_initialized():
+        return False
+    with _on(device):
+        return torch.cuda.is_current_stream_capturing()
+
+
+def _on(device):
+    """CUDA `device` current for the block (nothing to do off CUDA: the tests measure on CPU)."""
+    return torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()
 
 
 def cache_key(sig):
@@ -349,7 +356,9 @@ def measure_on_gpu(sig, device):
     has them. One measurement at a time in this process (_LOCK): the flags are process-wide, and
     two measurements at once would time each other."""
     from torch.utils._python_dispatch import _disable_current_modes
-    with _LOCK, _measuring(), _disable_current_modes(), torch.autocast("cuda", enabled=False), \
+    # `device` current while measuring: CUDA events, streams and the caches of the kernels are a
+    # device's own, and the caller's current device may be another GPU
+    with _LOCK, _on(device), _measuring(), _disable_current_modes(), torch.autocast("cuda", enabled=False), \
             _tf32_of(sig), torch.set_grad_enabled(sig.training), \
             torch.autograd.graph.saved_tensors_hooks(_same, _same):
         # The caller's saved-tensor hooks (non-reentrant activation checkpointing's, offloading's)

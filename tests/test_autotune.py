@@ -363,6 +363,35 @@ def test_while_compiling_nothing_is_measured(tuning, monkeypatch):
     assert calls == [sig(H=256).key]
 
 
+@pytest.fixture
+def current_device(monkeypatch):
+    """torch.cuda.device as a stand-in that tracks which CUDA device is current (0 to begin with)."""
+    import contextlib
+    current = [0]
+
+    @contextlib.contextmanager
+    def device(d):
+        before, current[0] = current[0], torch.device(d).index
+        try:
+            yield
+        finally:
+            current[0] = before
+    monkeypatch.setattr(torch.cuda, "device", device)
+    return current
+
+
+def test_measuring_and_the_capture_check_run_on_the_calls_device(tuning, monkeypatch, current_device):
+    seen = []
+    monkeypatch.setattr(autotune, "candidates", lambda s, device: seen.append(("built", current_device[0])) or
+                        candidates({"aten": RIGHT}))
+    monkeypatch.setattr(autotune, "cuda_timer", lambda fn: seen.append(("timed", current_device[0])) or 1.0)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing",
+                        lambda: seen.append(("capture?", current_device[0])) or False)
+    assert autotune.decide(sig(dtype=torch.float16), torch.device("cuda", 1)).label == "aten"
+    assert seen == [("capture?", 1), ("built", 1), ("timed", 1)] and current_device[0] == 0
+
+
 def test_while_a_cuda_graph_is_captured_nothing_is_measured(tuning, monkeypatch):
     monkeypatch.setattr(autotune, "_capturing", lambda device: True)
     assert autotune.decide(sig(), "cuda:0", measure=lambda *a: pytest.fail("measured")).label == "triton"

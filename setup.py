@@ -4,7 +4,7 @@ from setuptools import setup
 setup(
     name="fastrnn",
     version="0.1.0",
-    description="Fused Triton kernels for the Elman RNN and LSTM, as a drop-in for torch.nn",
+    description="Fused Triton kernels for the Elman RNN, LSTM and GRU, as a drop-in for torch.nn",
     packages=["fastrnn", "fastrnn.testing", "fastrnn.kernels"],
     package_dir={"fastrnn": "fastrnn", "fastrnn.kernels": "kernels"},
     entry_points={"pytest11": ["fastrnn.testing.plugin = fastrnn.testing.plugin"]},

@@ -18,9 +18,10 @@ BackendError / ValueError with which fastrnn refuses a case it cannot launch (a 
 cannot be co-resident), is excluded with one warning per signature. The decision is kept in
 memory and on disk (fastrnn/tunecache.py).
 
-Measuring never happens while torch.compile or torch.export traces: a cached decision is used,
-else the static rule (`static_choice`). FASTRNN_AUTOTUNE=0 turns measuring and the cache off:
-the static rule alone decides, the same on every machine.
+Measuring never happens while torch.compile or torch.export traces: a decision held in memory or
+in the cache file is used (read outside the trace), else the static rule (`static_choice`).
+FASTRNN_AUTOTUNE=0 turns measuring and the cache off: the static rule alone decides, the same on
+every machine.
 """
 import contextlib
 import inspect
@@ -297,9 +298,10 @@ def warning_text(sig, record, device_name):
 def decide(sig, device, *, measure=None):
     """The Choice of backend='auto' for a call of signature `sig` on CUDA `device`.
 
-    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces, a CUDA graph is
-    being captured (nothing may synchronize) or this thread is measuring already: the decision
-    cached in this process, else the static rule. Otherwise the cached decision (memory, then disk), else
+    FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces: the decision held
+    in memory or on disk (`held`), else the static rule. While a CUDA graph is being captured
+    (nothing may synchronize) or this thread is measuring already: the decision held in memory,
+    else the static rule. Otherwise the cached decision (memory, then disk), else
     `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached (in memory
     only when the record says it must not persist)."""
     if not enabled():
@@ -307,8 +309,8 @@ def decide(sig, device, *, measure=None):
     from . import tunecache
     key = cache_key(sig)
     if torch.compiler.is_compiling():
-        label = tunecache.remembered(key, device)  # memory only: no file is read while tracing
-        return static_choice(sig) if label is None else Choice.parse(label)
+        label = held(key, str(device))
+        return static_choice(sig) if label == "" else Choice.parse(label)
     if measuring() or _capturing(device):
         label = tunecache.remembered(key, device)
         return static_choice(sig) if label is None else Choice.parse(label)
@@ -323,6 +325,20 @@ def decide(sig, device, *, measure=None):
         record = {k: v for k, v in record.items() if k not in ("warn", "persist")}
         cache.put(key, record, persist=persist)
     return Choice.parse(record["choice"])
+
+
+@torch.compiler.assume_constant_result
+def held(key, device):
+    """The choice label held for `key` on `device` (a str): in memory, else in the cache file; ''
+    for none. While torch.compile traces, this runs as plain Python (the file is read then, not
+    traced) and the graph holds its answer as a constant, guarded on nothing: a later decision
+    of another signature does not recompile it."""
+    from . import tunecache
+    label = tunecache.remembered(key, device)
+    if label is None:
+        record = tunecache.for_device(device).get(key)
+        label = None if record is None else record["choice"]
+    return label or ""
 
 
 def _capturing(device):

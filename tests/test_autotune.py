@@ -638,6 +638,33 @@ def test_a_decision_asked_while_measuring_takes_the_static_rule(tuning):
     assert inner == [autotune.Choice("aten")]
 
 
+def test_a_compiled_module_reads_decisions_another_process_made(fake_gpu):
+    """`python -m fastrnn tune`, or an earlier run, then torch.compile(fullgraph=True) in a new
+    process: the file's decision reaches the graph, without measuring and without a graph break."""
+    x = torch.randn(5, 3, 4)
+    lstm = fastrnn.LSTM(4, 6)
+    with torch.no_grad():
+        fake_gpu["choices"] = {lstm._signature(x, (), lstm._layer_weights()).key: "triton:stepwise"}
+        lstm(x)
+        tunecache._CACHES.clear()
+        tunecache._BY_DEVICE.clear()  # as a new process starts
+        fake_gpu["configs"].clear()
+        torch.compile(lstm, fullgraph=True, backend="eager")(x)
+    assert len(fake_gpu["decided"]) == 1 and fake_gpu["configs"] == [{"STRATEGY": "stepwise"}]
+
+
+def test_a_compiled_module_is_not_recompiled_by_a_later_decision(tuning, monkeypatch):
+    monkeypatch.setattr(backends, "tunes_by_signature", lambda x: True)
+    monkeypatch.setattr(autotune, "measure_on_gpu", lambda s, device: {"choice": "triton:rows"})
+    torch._dynamo.reset()  # another test's graphs of the same forward would count as compiles of this one
+    x = torch.randn(5, 3, 4)
+    lstm = torch.compile(fastrnn.LSTM(4, 6), fullgraph=True, backend="eager")
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        lstm(x)
+        fastrnn.GRU(4, 6)(x)  # eager: decides (and remembers) another signature
+        lstm(x)
+
+
 def test_rnn_stack_alone_decides_by_its_own_signature(fake_gpu):
     x, h0 = torch.randn(5, 2, 3), torch.zeros(1, 2, 4)
     w = [(torch.randn(4, 3), torch.randn(4, 4), None, None)]

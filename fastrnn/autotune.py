@@ -300,8 +300,8 @@ def decide(sig, device, *, measure=None):
 
     FASTRNN_AUTOTUNE=0: the static rule. While torch.compile / export traces: the decision held
     in memory or on disk (`held`), else the static rule. While a CUDA graph is being captured
-    (nothing may synchronize) or this thread is measuring already: the decision held in memory,
-    else the static rule. Otherwise the cached decision (memory, then disk), else
+    (nothing may synchronize), a dispatch mode is on (FakeTensorMode) or this thread is measuring
+    already: the decision held in memory, else the static rule. Otherwise the cached decision (memory, then disk), else
     `measure(sig, device)` -> record (default: `measure_on_gpu`), which is then cached (in memory
     only when the record says it must not persist)."""
     if not enabled():
@@ -311,7 +311,7 @@ def decide(sig, device, *, measure=None):
     if torch.compiler.is_compiling():
         label = held(key, str(device))
         return static_choice(sig) if label == "" else Choice.parse(label)
-    if measuring() or _capturing(device):
+    if measuring() or _capturing(device) or _dispatch_mode():
         label = tunecache.remembered(key, device)
         return static_choice(sig) if label is None else Choice.parse(label)
     cache = tunecache.for_device(device)
@@ -325,6 +325,14 @@ def decide(sig, device, *, measure=None):
         record = {k: v for k, v in record.items() if k not in ("warn", "persist")}
         cache.put(key, record, persist=persist)
     return Choice.parse(record["choice"])
+
+
+def _dispatch_mode():
+    """Is a dispatch mode on (FakeTensorMode, as torch.export and fake-tensor tools run under;
+    a FLOP counter): its tensors are not the call's real ones, and what measuring would run
+    under it is not what the call runs."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return _get_current_dispatch_mode() is not None
 
 
 @torch.compiler.assume_constant_result

@@ -397,6 +397,13 @@ def test_while_a_cuda_graph_is_captured_nothing_is_measured(tuning, monkeypatch)
     assert autotune.decide(sig(), "cuda:0", measure=lambda *a: pytest.fail("measured")).label == "triton"
 
 
+def test_under_a_fake_tensor_mode_nothing_is_measured(tuning):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        assert autotune.decide(sig(), "cuda:0", measure=lambda *a: pytest.fail("measured")).label == "triton"
+    assert not list(tuning.iterdir())
+
+
 def test_decide_traces_under_torch_compile_fullgraph(tuning):
     """The decision as torch.compile(fullgraph=True) traces it: no graph break, no file read,
     the remembered decision or the static rule, each call its own."""

@@ -202,10 +202,19 @@ def _locked(path):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def _umask():
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path, data):
     """Write `data` as JSON to a temporary file beside `path`, then move it over `path`."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".autotune-", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600: give it the mode open() would, so that other users (or
+        # ranks run as another user) sharing the cache directory can read and update it
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()

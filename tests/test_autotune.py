@@ -435,6 +435,16 @@ def test_cache_round_trip(tuning):
     assert [p.name for p in tuning.iterdir() if p.suffix == ".tmp"] == []  # no temporary file left
 
 
+def test_the_cache_file_gets_the_umasks_mode_not_mkstemps(tuning):
+    path = tunecache.path_for(str(tuning), IDENTITY)
+    mask = os.umask(0o022)
+    try:
+        tunecache.DecisionCache(path, IDENTITY).put("k", {"choice": "aten"})
+    finally:
+        os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
 def test_another_identity_gets_another_file(tuning):
     other = dict(IDENTITY, torch="t2")
     assert tunecache.path_for(str(tuning), other) != tunecache.path_for(str(tuning), IDENTITY)

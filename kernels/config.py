@@ -31,7 +31,8 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
   registers (fp32, and BLOCK_B = 1). Where ptxas would spill otherwise (each rule found by
   `inspect --strategy all`): a 16-row FMA backward keeps half that budget (the share dot's operands
-  live beside it) and one of 64 or more columns of R per piece runs 8 warps; a 64-row tile keeps
+  live beside it) and one of 64 or more columns of R per piece runs 8 warps, as does a tile of more
+  than 4096 fp32 accumulators (BLOCK_B x G x BLOCK_H, at shape c); a 64-row tile keeps
   at most 4 pieces; a streamed FMA slice comes without Triton's prefetch (num_stages = 1: its
   buffers spill), in BLOCK_K = 16 tiles when wider than 64 columns. Every split launch states
   ptxas a budget of 255 registers (MAXNREG).
@@ -175,8 +176,9 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
     resident = (_tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= budget
                 and (bb < 64 or pieces <= 4))
     # 8 warps where ptxas would otherwise spill (`python -m fastrnn inspect --strategy all`): an FMA
-    # slice of 64 or more columns of R held in registers beside a 16-row tile
-    warps = 8 if resident and wide_fma and bk >= 64 else 4
+    # slice of 64 or more columns of R held in registers beside a 16-row tile, and accumulators of
+    # more than 32 fp32 values a thread at 4 warps (the [64, 4 x 32] tile of shape (c))
+    warps = 8 if (resident and wide_fma and bk >= 64) or bb * _tile_gates(cell) * bh > 32 * 128 else 4
     if resident:
         # No software pipelining (num_stages=1): the state a step reads exists only after the
         # barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow

@@ -59,7 +59,8 @@ def test_split_keeps_the_w_slice_on_chip_at_shape_a():
 
 
 @pytest.mark.parametrize("pass_", ["fwd", "bwd"])
-@pytest.mark.parametrize("B,H,dtype", [(16, 768, BF16), (64, 256, F32), (256, 1024, BF16), (1, 512, F32), (64, 2048, F32)])
+@pytest.mark.parametrize("B,H,dtype", [(16, 768, BF16), (64, 256, F32), (256, 1024, BF16), (1, 512, F32),
+                                       (64, 2048, F32)])
 def test_split_states_every_register_to_ptxas(pass_, B, H, dtype):
     """Without a budget ptxas aims at occupancy and keeps some of the time loop on the stack; a
     split grid runs about one program per SM. rows keeps ptxas's own budget."""
@@ -75,6 +76,13 @@ def test_streamed_fma_slices_skip_the_prefetch(pass_):
     for H, block_k in ((256, 32), (2048, 16)):
         cfg = launch_config("lstm", pass_, 64, H, H, F32, "cuda")
         assert not cfg["W_RESIDENT"] and (cfg["BLOCK_K"], cfg["num_stages"]) == (block_k, 1)
+
+
+def test_wide_accumulator_tiles_run_8_warps():
+    """(c)'s [64, 4 x 32] fp32 accumulators spill in training at 4 warps (inspect)."""
+    for pass_ in ("fwd", "bwd"):
+        assert launch_config("lstm", pass_, 256, 1024, 1024, BF16, "cuda")["num_warps"] == 8
+        assert launch_config("lstm", pass_, 16, 768, 768, BF16, "cuda")["num_warps"] == 4  # (a): [16, 4 x 16]
 
 
 def test_rows_below_split_min_h():

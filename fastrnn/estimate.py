@@ -111,14 +111,11 @@ def parse_shape(text, name=None):
 
 # ---- the trip rule, on a loop tree from fastrnn/sass.py ------------------------------------------
 
-def step_loop(instrs, strategy):
-    """The loop one iteration of which is one sub-step: the time loop, or, for stepwise (one launch
-    per sub-step, whose loop Triton removes as its count is 1), the whole kernel as one loop."""
-    top = sass.loops(instrs)
-    if strategy != "stepwise":
-        return sass.outer_loop(top)
-    inside = lambda i: any(loop.start <= i.offset <= loop.end for loop in top)
-    return sass.Loop(instrs[0].offset, instrs[-1].offset, top, [i for i in instrs if not inside(i)])
+def step_loop(instrs):
+    """The loop one iteration of which is one sub-step: the time loop. stepwise runs the split
+    binary one sub-step a launch, its barrier off (kernels/recurrence.py): the same loop, whose
+    barrier arrival is then counted though not run (an upper bound)."""
+    return sass.outer_loop(sass.loops(instrs))
 
 
 def _is_spin(loop):
@@ -180,7 +177,7 @@ def trip_counts(step, k):
     docstring's rule. Raises Unmatched when the loops are not those LAYOUT and `k` (a Tiling) expect."""
     spins = [loop for loop in step.children if _is_spin(loop)]
     others = [loop for loop in step.children if loop not in spins]
-    if len(spins) != (k.strategy == "split"):
+    if len(spins) != (k.strategy != "rows"):  # stepwise is the split binary
         raise Unmatched(f"{len(spins)} barrier spin loop(s) in a {k.strategy} step")
     layout = [(walks, inner.replace("W", "") if k.resident else inner) for walks, inner in LAYOUT[(k.pass_, k.proj)]]
     trips = dict.fromkeys((loop.start for loop in spins), 0)
@@ -302,11 +299,11 @@ def _tiling(case, job, k):
     """The Tiling of a compiled `job` of `case`; sub-steps per step from the launch's sub-step count
     (the last argument of a rows or split launch: T x sub-steps, plus one for the backward)."""
     c = {job[3][path[0]][0]: v for path, v in job[4]}  # {name: value}; inspection.constexprs once committed
-    persistent = case._replace(strategy="split") if c["STRATEGY"] == "stepwise" else case
-    args = ins.launch(persistent, k)[2]
+    stepwise = case.strategy == "stepwise"  # the split kernel (c["STRATEGY"]), launched a sub-step at a time
+    args = ins.launch(case._replace(strategy="split") if stepwise else case, k)[2]
     R = case.H // 2 if c["PROJ"] else case.H
     programs = 1 if c["STRATEGY"] == "rows" else -(-case.H // c["BLOCK_H"])
-    return Tiling(case.pass_, bool(c["PROJ"]), c["STRATEGY"], c["GATES"], case.H, R, c["BLOCK_B"], c["BLOCK_H"],
+    return Tiling(case.pass_, bool(c["PROJ"]), "stepwise" if stepwise else c["STRATEGY"], c["GATES"], case.H, R, c["BLOCK_B"], c["BLOCK_H"],
                   c["BLOCK_K"], dict(job[6])["num_warps"], bool(c["W_RESIDENT"]), bool(c["DOT_FP32"]),
                   programs, args[-1] // ins.T)
 
@@ -349,7 +346,7 @@ def _row(case, job, res, k):
                barriers=t.substeps if t.strategy == "split" else 0,
                launches=t.substeps if t.strategy == "stepwise" else 0, l2_trips=t.substeps)
     try:
-        counts = per_step(step_loop(sass.parse(res["sass"]), t.strategy), t)
+        counts = per_step(step_loop(sass.parse(res["sass"])), t)
     except Unmatched as exc:
         return dict(row, na=str(exc))
     row.update(instr_per_warp=counts["total"], classes={n: counts[n] for n in sass.CLASSES if counts[n]},

@@ -145,15 +145,13 @@ def matmul(s_ptr, stride_sb, offs_b, mask_b, w_ptr, stride_wn, stride_wk, gate_s
 
 
 @triton.jit
-def direction(REVERSE: tl.constexpr):
+def direction(reverse):
     """(d, rev) of this program. Grid axis 2 is the direction: a bidirectional layer is one launch
-    whose programs (·, ·, 0) walk forward and (·, ·, 1) walk backward in time. REVERSE flips a
-    launch of one direction only (the reverse pass on its own). d is int64, for offsets past 2**31."""
+    whose programs (·, ·, 0) walk forward and (·, ·, 1) walk backward in time. `reverse` (a runtime
+    0 or 1, so that both directions are one binary) flips a launch of one direction only (the
+    reverse pass on its own). d is int64, for offsets past 2**31."""
     d = tl.cast(tl.program_id(2), tl.int64)
-    if REVERSE:
-        return d, d == 0
-    else:
-        return d, d == 1
+    return d, (d + reverse) % 2 == 1
 
 
 @triton.jit
@@ -164,13 +162,10 @@ def step_time(s, T, rev):
 
 
 @triton.jit
-def active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS: tl.constexpr):
-    """[BLOCK_B] bool: is time t inside each sequence (and the row inside the batch)?"""
-    if HAS_LENGTHS:
-        length = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
-        return mask_b & (t < length)
-    else:
-        return mask_b & (t < T)
+def row_lengths(len_ptr, offs_b, mask_b):
+    """[BLOCK_B] lengths of the tile's sequences, 0 past B. Every launch passes lengths (T for all
+    rows when the caller gave none), so that with and without them is one binary."""
+    return tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
 
 # Tries of a grid barrier before it gives up: each is one L2 round trip (about 0.3-0.5 us), so this
@@ -182,8 +177,8 @@ FLAG_EVERY = tl.constexpr(1 << 10)
 @triton.jit
 def own_tiles(N, BLOCK: tl.constexpr, STRATEGY: tl.constexpr):
     """(base, stop, step): this program owns the BLOCK-wide tiles of N at base + range(0, stop, step).
-    rows: all of them (the grid has one program along axis 0); split and stepwise: tile
-    program_id(0) alone, as a loop of the constant one trip, which the compiler removes (a loop
+    rows: all of them (the grid has one program along axis 0); split (and its stepwise launches):
+    tile program_id(0) alone, as a loop of the constant one trip, which the compiler removes (a loop
     left around the tile's work makes ptxas keep some of its values on the stack). A program past
     the end of N (R < H with a projection) computes one fully masked tile."""
     if STRATEGY == "rows":
@@ -193,17 +188,19 @@ def own_tiles(N, BLOCK: tl.constexpr, STRATEGY: tl.constexpr):
 
 
 @triton.jit
-def synchronize(sync_ptr, u, STRATEGY: tl.constexpr):
+def synchronize(sync_ptr, u, grid_sync, STRATEGY: tl.constexpr):
     """End sub-step u: what any program stored before is visible to every program sharing state
     with it (the same direction and batch tile) after. "rows": one program owns the state, a CTA
-    barrier; "split": a grid barrier; "stepwise": nothing (each launch runs one sub-step, and
-    launches on a stream run in order)."""
+    barrier; "split": a grid barrier when `grid_sync` (a split launch), nothing when not (a
+    stepwise launch: it runs one sub-step, and launches on a stream run in order). `grid_sync` is
+    a runtime 0 or 1, so that split and stepwise are one binary."""
     if STRATEGY == "rows":
         tl.debug_barrier()
-    elif STRATEGY == "split":
-        groups = tl.num_programs(1) * tl.num_programs(2)
-        group = tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)
-        grid_barrier(sync_ptr + group, sync_ptr + groups, (u + 1) * tl.num_programs(0))
+    else:
+        if grid_sync != 0:
+            groups = tl.num_programs(1) * tl.num_programs(2)
+            group = tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)
+            grid_barrier(sync_ptr + group, sync_ptr + groups, (u + 1) * tl.num_programs(0))
 
 
 @triton.jit

@@ -22,8 +22,13 @@ The strategy (kernels/config.py) decides who owns what and how sub-steps are sep
   rows      P = 1: one program owns whole batch rows for all T steps; a CTA barrier.
   split     P = cdiv(H, BLOCK_H): every program owns one tile; a grid barrier per sub-step
             (kernels/common.py), the grid launched cooperatively so that it is co-resident.
-  stepwise  the split grid, one launch per sub-step and no barrier: the interpreter's twin of
-            split (it runs programs one after another) and split's fallback.
+  stepwise  the split kernel, the same binary: its grid launched once per sub-step with
+            grid_sync = 0, so no barrier. The interpreter's twin of split (it runs programs one
+            after another) and split's fallback.
+Flags that only steer (the direction of a one-direction launch, split or stepwise) are runtime
+arguments, and lengths are always passed (T for every row when the caller gave none): each
+binary serves every setting of them, so what `python -m fastrnn inspect` checks and what the
+interpreter runs in CI is the code a GPU runs.
 With W_RESIDENT a program's slice of W_hh (forward: its units' rows; backward: its R units'
 columns) is loaded once before the time loop and kept on chip.
 """
@@ -33,7 +38,6 @@ import triton.language as tl
 
 from . import cells
 from .common import (
-    active_rows,
     direction,
     dot,
     join_gates,
@@ -41,6 +45,7 @@ from .common import (
     load_resident,
     matmul,
     own_tiles,
+    row_lengths,
     step_time,
     synchronize,
 )
@@ -57,27 +62,28 @@ def store_h(h_prev, h_write, out_ptr, stride_ot, stride_ob, t, offs_b, offs_n, m
     tl.store(out, tl.where(active, h, 0.0).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit(do_not_specialize=["first"])
+@triton.jit(do_not_specialize=["reverse", "grid_sync", "first", "count"])
 def forward_kernel(
     xg_ptr, xg_rev_ptr, stride_xt, stride_xb,  # [T, B, G*H] input projection per direction (biases in)
     w_hh_ptr, w_hh_rev_ptr,         # [G*H, R] per direction
     w_hr_ptr, w_hr_rev_ptr,         # [R, H] per direction (PROJ)
     rb_ptr, rb_rev_ptr,             # [H] per direction: the last gate's recurrent bias (REC_BIAS: GRU's b_hn)
-    len_ptr,                        # [B] lengths (HAS_LENGTHS)
+    len_ptr,                        # [B] int32 lengths (T for every row when the caller gave none)
     h_ptr, c_ptr,                   # [D, 2, B, R] weights' dtype, [D, 2, B, H] fp32 (HAS_C); slot 0 holds h0, c0
     out_ptr, stride_ot, stride_ob,  # [T, B, D*R] output h_t, zero past a sequence's end
     m_ptr, stride_md, stride_mt,    # [D, T, B, H] fp32 pre-projection h (PROJ; stride_mt = 0: one scratch slot)
     save_ptr, cs_ptr,               # [D, T, B, SAVED*H] what the backward reads, [D, T, B, H] c_t, fp32 (SAVE)
-    sync_ptr,                       # int32 [D * batch tiles + 1]: barrier counters, error flag (split)
-    T, B, H, R, first, count,       # this launch runs sub-steps first .. first + count - 1
+    sync_ptr,                       # int32 [D * batch tiles + 1]: barrier counters, error flag (not rows)
+    T, B, H, R, reverse, grid_sync,  # runtime 0 / 1 flags (one binary for both): see direction, synchronize
+    first, count,                   # this launch runs sub-steps first .. first + count - 1
     CELL: tl.constexpr, GATES: tl.constexpr, HAS_C: tl.constexpr, SAVED: tl.constexpr,
     REC_BIAS: tl.constexpr, DIRECT: tl.constexpr,
-    STRATEGY: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, RELU: tl.constexpr,
+    STRATEGY: tl.constexpr, RELU: tl.constexpr,
     PROJ: tl.constexpr, SAVE: tl.constexpr, W_RESIDENT: tl.constexpr, PIECES: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    d, rev = direction(REVERSE)
+    d, rev = direction(reverse)
     if d == 1:
         xg_ptr = xg_rev_ptr
         w_hh_ptr = w_hh_rev_ptr
@@ -99,6 +105,7 @@ def forward_kernel(
     pid = tl.program_id(0)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_b = offs_b < B
+    length = row_lengths(len_ptr, offs_b, mask_b)
     resident = 0
     if W_RESIDENT:  # the program's one tile of units: its rows of W_hh, as W_hh^T tiles
         resident = load_resident(w_hh_ptr, pid * BLOCK_H, H, R, R, 1, H * R, GATES, PIECES, BLOCK_H, BLOCK_K)
@@ -106,7 +113,7 @@ def forward_kernel(
     for u in range(first, first + count):
         s = u // SUBSTEPS
         t = step_time(s, T, rev)
-        active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]  # [BLOCK_B, 1]
+        active = (t < length)[:, None]  # [BLOCK_B, 1]: inside its sequence (and the batch)
         h_read = h_ptr + (s % 2) * B * R
         h_write = h_ptr + ((s + 1) % 2) * B * R
         if u % SUBSTEPS == 0:
@@ -159,7 +166,7 @@ def forward_kernel(
                     h_prev = tl.load(h_read + offs_b[:, None] * R + offs_r[None, :], mask=mask, other=0.0,
                                      cache_modifier=".cg")
                     store_h(h_prev, h_write, out_ptr, stride_ot, stride_ob, t, offs_b, offs_r, mask, active, R, hp)
-        synchronize(sync_ptr, u, STRATEGY)
+        synchronize(sync_ptr, u, grid_sync, STRATEGY)
 
 
 @triton.jit
@@ -201,13 +208,13 @@ def add_share(dg, w, acc_ptr, first_tile, offs_b, mask_b, offs_r, R, DOT_FP32: t
         tl.store(ptrs, dot(w, tl.trans(dg).to(w.dtype), acc, DOT_FP32, PRECISION), mask=mask)
 
 
-@triton.jit(do_not_specialize=["first"])
+@triton.jit(do_not_specialize=["reverse", "grid_sync", "first", "count"])
 def backward_kernel(
     dout_ptr, stride_dt, stride_db,  # [T, B, D*R] gradient of the output
     save_ptr, stride_sd, stride_st, stride_sb,  # what the forward saved: SAVED values per unit, H apart
     w_hh_ptr, w_hh_rev_ptr,          # [G*H, R] per direction
     w_hr_ptr, w_hr_rev_ptr,          # [R, H] per direction (PROJ)
-    len_ptr,                         # [B] lengths (HAS_LENGTHS)
+    len_ptr,                         # [B] int32 lengths, as in forward_kernel
     cs_ptr, c0_ptr,                  # [D, T, B, H] c_t and [D, B, H] c0, fp32 (HAS_C)
     dh_ptr, dc_ptr,                  # [D, B, R] fp32 gradient reaching h (dh_n on entry, dh0 on exit);
                                      # [D, 2, B, H] fp32 reaching c (slot 0 holds dc_n)
@@ -217,10 +224,11 @@ def backward_kernel(
     dhs_ptr, stride_dhd,             # [D, T, B, R] fp32 total dh_t, zero past the end (PROJ: for dW_hr)
     dg_ptr,                          # [D, T, B, G*H] fp32 out: gradient of the gates' pre-activations
     sync_ptr,                        # as in forward_kernel
-    T, B, H, R, first, count,        # sub-steps: SUBSTEPS per step, then one that only sums the last shares
+    T, B, H, R, reverse, grid_sync,  # as in forward_kernel
+    first, count,                    # sub-steps: SUBSTEPS per step, then one that only sums the last shares
     CELL: tl.constexpr, GATES: tl.constexpr, HAS_C: tl.constexpr, SAVED: tl.constexpr,
     REC_BIAS: tl.constexpr, DIRECT: tl.constexpr,
-    STRATEGY: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, RELU: tl.constexpr,
+    STRATEGY: tl.constexpr, RELU: tl.constexpr,
     PROJ: tl.constexpr, W_RESIDENT: tl.constexpr, PIECES: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -231,7 +239,7 @@ def backward_kernel(
     program order (deterministic). So a step needs one barrier (two with a projection, whose
     dm = dh_t W_hr needs all of dh_t), and a program needs only its own rows of W_hh, the same
     slice as in the forward."""
-    d, rev = direction(REVERSE)
+    d, rev = direction(reverse)
     if d == 1:
         w_hh_ptr = w_hh_rev_ptr
     if PROJ:
@@ -254,6 +262,7 @@ def backward_kernel(
     dg_ptr += d * T * B * GATES * H
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_b = offs_b < B
+    length = row_lengths(len_ptr, offs_b, mask_b)
     resident = 0
     if W_RESIDENT:  # the program's one tile of units: its rows of W_hh, as in the forward
         resident = load_resident(w_hh_ptr, pid * BLOCK_H, H, R, R, 1, H * R, GATES, PIECES, BLOCK_H, BLOCK_K)
@@ -262,10 +271,10 @@ def backward_kernel(
         s = u // SUBSTEPS
         sub = u % SUBSTEPS
         t = step_time(s, T, rev == 0)  # undo the forward's steps, last to first
-        active = active_rows(len_ptr, offs_b, mask_b, t, T, HAS_LENGTHS)[:, None]
+        active = (t < length)[:, None]
         if sub == 0:  # dh reaching h_t: the shares of step s - 1 (a row past its end keeps its dh)
             t_next = step_time(s - 1, T, rev == 0)  # the forward's step after t
-            active_next = active_rows(len_ptr, offs_b, mask_b, t_next, T, HAS_LENGTHS)[:, None] & (s > 0)
+            active_next = (t_next < length)[:, None] & (s > 0)
             # (the masks of loads and stores below hold no scalar condition: the interpreter rejects one)
             parts = part_ptr + ((s + 1) % 2) * programs * B * R
             base, stop, step = own_tiles(R, BLOCK_H, STRATEGY)
@@ -336,27 +345,30 @@ def backward_kernel(
                 partial_dh(join_gates(kept, GATES, BLOCK_B, BLOCK_H), part_ptr + ((s % 2) * programs + pid) * B * R,
                            first_tile, offs_b, mask_b, w_hh_ptr, h0, H, R, resident, GATES,
                            W_RESIDENT, PIECES, BLOCK_H, BLOCK_K, DOT_FP32, PRECISION)
-        synchronize(sync_ptr, u, STRATEGY)
+        synchronize(sync_ptr, u, grid_sync, STRATEGY)
 
 
-def run(kernel, cfg, cell, total, T, B, H, R, D, args, device, **flags):
-    """Launch `kernel` (forward_kernel or backward_kernel) with `args` (its arguments up to
+def run(kernel, cfg, cell, total, T, B, H, R, D, args, device, reverse, **flags):
+    """Launch `kernel` (forward_kernel or backward_kernel) with `args` (its arguments before
     sync_ptr) over `total` sub-steps, as cfg["STRATEGY"] says."""
     strategy = cfg["STRATEGY"]
     grid = (1 if strategy == "rows" else triton.cdiv(H, cfg["BLOCK_H"]), triton.cdiv(B, cfg["BLOCK_B"]), D)
-    kwargs = dict(**flags, **cells.constexprs(cell), **kernel_kwargs(cfg))
+    kwargs = {**flags, **cells.constexprs(cell), **kernel_kwargs(cfg),
+              "STRATEGY": "rows" if strategy == "rows" else "split"}  # stepwise runs the split kernel
+    sync = None if strategy == "rows" else torch.zeros(grid[1] * D + 1, dtype=torch.int32, device=device)
+    full = (*args, sync, T, B, H, R, int(reverse), int(strategy == "split"))
     if strategy == "stepwise":
         for u in range(total):
-            kernel[grid](*args, None, T, B, H, R, u, 1, **kwargs)
+            kernel[grid](*full, u, 1, **kwargs)
     elif strategy == "rows":
-        kernel[grid](*args, None, T, B, H, R, 0, total, **kwargs)
+        kernel[grid](*full, 0, total, **kwargs)
     else:
-        sync = torch.zeros(grid[1] * D + 1, dtype=torch.int32, device=device)
-        full = (*args, sync, T, B, H, R, 0, total)
+        full = (*full, 0, total)
         kwargs["launch_cooperative_grid"] = True  # part of the compile options: the binary checked is the one run
         fits = co_resident(kernel.warmup(*full, grid=grid, **kwargs), grid, device)
         if not fits and cfg["FALLBACK"]:
-            return run(kernel, dict(cfg, STRATEGY="stepwise"), cell, total, T, B, H, R, D, args, device, **flags)
+            return run(kernel, dict(cfg, STRATEGY="stepwise"), cell, total, T, B, H, R, D, args, device, reverse,
+                       **flags)
         if not fits:
             raise ValueError(f"the 'split' grid {grid} cannot be co-resident on this GPU with this kernel's "
                              f"registers and shared memory (a grid barrier would hang); use 'stepwise' or "
@@ -366,6 +378,11 @@ def run(kernel, cfg, cell, total, T, B, H, R, D, args, device, **flags):
         # per launch, and no wrong output goes on unnoticed)
         torch._assert_async(sync[-1] == 0, "fastrnn: a grid barrier of the 'split' strategy timed out, so "
                             "this output is wrong; restart with FASTRNN_TRITON_STRATEGY=stepwise and report it")
+
+
+def all_lengths(lengths, T, B, device):
+    """The kernels' lengths: the caller's, or T for every row."""
+    return torch.full((B,), T, dtype=torch.int32, device=device) if lengths is None else lengths
 
 
 def co_resident(compiled, grid, device):
@@ -410,10 +427,10 @@ def forward(cell, xg, w_hh, h0, lengths, out, *, c0=None, w_hr=None, rec_bias=No
     w_hr = (None, None) if w_hr is None else w_hr
     rb = (None, None) if rec_bias is None else rec_bias
     args = (xg[0], xg[-1], xg[0].stride(0), xg[0].stride(1), w_hh[0], w_hh[-1], w_hr[0], w_hr[-1], rb[0], rb[-1],
-            lengths, h, c, out, out.stride(0), out.stride(1), m, m.stride(0) if proj else 0,
+            all_lengths(lengths, T, B, device), h, c, out, out.stride(0), out.stride(1), m, m.stride(0) if proj else 0,
             H * B if (proj and save) else 0, values, cs)
     run(forward_kernel, cfg, cell, T * (2 if proj else 1), T, B, H, R, D, args, device,
-        REVERSE=reverse, HAS_LENGTHS=lengths is not None, RELU=relu, PROJ=proj, SAVE=values is not None)
+        reverse, RELU=relu, PROJ=proj, SAVE=values is not None)
     return h[:, T % 2], (c[:, T % 2] if desc.has_c else None), ((values, cs, m) if save else None)
 
 
@@ -451,8 +468,9 @@ def backward(cell, dout, dh_n, out, w_hh, lengths, saved, *, dc_n=None, c0=None,
     direct = torch.empty((D, B, R), **f32) if desc.direct else None
     da = torch.empty((D, T, B, H), **f32) if desc.rec_bias else None
     w_hr = (None, None) if w_hr is None else w_hr
-    args = (dout, dout.stride(0), dout.stride(1), *source, w_hh[0], w_hh[-1], w_hr[0], w_hr[-1], lengths,
+    args = (dout, dout.stride(0), dout.stride(1), *source, w_hh[0], w_hh[-1], w_hr[0], w_hr[-1],
+            all_lengths(lengths, T, B, device),
             cs, c0, dh, dc, parts, direct, da, dhs, dhs.stride(0) if proj else 0, dg)
     run(backward_kernel, cfg, cell, T * (2 if proj else 1) + 1, T, B, H, R, D, args, device,
-        REVERSE=reverse, HAS_LENGTHS=lengths is not None, RELU=relu, PROJ=proj)
+        reverse, RELU=relu, PROJ=proj)
     return dg, dh, (dc[:, T % 2] if desc.has_c else None), dhs, da

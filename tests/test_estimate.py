@@ -122,16 +122,16 @@ def test_unexpected_structure_is_unmatched_not_guessed():
         estimate.trip_counts(loop(code, ["IADD3"], [loop(code, [HMMA]), spin(code)]), SPLIT)
 
 
-def test_stepwise_step_is_the_whole_kernel():
-    # stepwise launches run one sub-step (count = 1, so Triton drops the time loop): the step is the
-    # kernel's straight code plus its top-level loops, here a streamed W loop of 4 HMMA a trip
+def test_stepwise_counts_the_split_binary():
+    # stepwise launches the split kernel a sub-step at a time with its barrier off: the same time
+    # loop and spin (0 trips), the barrier's arrival counted though not run (an upper bound)
     text = "\n".join(f"        /*{16 * n:04x}*/ {op} ;" for n, op in enumerate(
-        ["S2R R0, SR_TID.X"] + [f"{HMMA} R8, R12, R16, R8"] * 4 + ["@P0 BRA 0x10", "STG.E [R2], R8", "EXIT"]))
-    instrs = sass.parse(text)
-    step = estimate.step_loop(instrs, "stepwise")
-    assert [len(step.own), len(step.children)] == [3, 1]
-    k = STREAMED._replace(strategy="stepwise")
-    assert estimate.per_step(step, k)["total"] == 3 + 24 * 5
+        ["S2R R0, SR_TID.X", f"{HMMA} R8, R12, R16, R8", "LDG.E.STRONG.GPU R4, [R2]", "CCTL.IVALL",
+         "@P1 BRA 0x20", "STG.E [R2], R8", "@P0 BRA 0x10", "EXIT"]))
+    step = estimate.step_loop(sass.parse(text))
+    assert [len(step.own), len(step.children)] == [3, 1]  # HMMA, STG and the loop's branch; the spin
+    for strategy in ("split", "stepwise"):
+        assert estimate.per_step(step, SPLIT._replace(strategy=strategy))["total"] == 3
 
 
 def test_issue_bound_and_model():

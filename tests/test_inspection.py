@@ -88,23 +88,24 @@ def _id(c):
                          ids=_id)
 def test_job_is_the_gpu_launch_config(case):
     """The recorded launch carries exactly launch_config(..., 'cuda') and the case's flags; a forced
-    strategy reaches the kernel's STRATEGY constexpr."""
+    strategy reaches the kernel's STRATEGY constexpr (stepwise runs the split kernel)."""
     job = inspection.specialize(case, 90)
     c = _constexprs(job)
     cfg = _gpu_config(case)
-    for key in ("STRATEGY", "BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "DOT_FP32", "PRECISION"):
+    for key in ("BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "DOT_FP32", "PRECISION"):
         assert c[key] == cfg[key], key
+    assert c["STRATEGY"] == ("rows" if cfg["STRATEGY"] == "rows" else "split")
     if case.strategy != "auto":
-        assert c["STRATEGY"] == case.strategy
+        assert cfg["STRATEGY"] == case.strategy
     options = dict(job[6])
     assert (options["num_warps"], options["num_stages"]) == (cfg["num_warps"], cfg["num_stages"])
     assert options["maxnreg"] == cfg["maxnreg"]  # what ptxas is told, so what its registers are checked under
-    assert c["REVERSE"] is True and c["HAS_LENGTHS"] is True
+    assert "REVERSE" not in c and "HAS_LENGTHS" not in c  # runtime: one binary for every setting
     assert c["PROJ"] == (case.cell == "lstm-proj")
     assert ("w_hr_ptr" in c) == (case.cell != "lstm-proj") and c.get("w_hr_ptr") is None  # None pointer
     c_state = "c_ptr" if case.pass_ == "fwd" else "cs_ptr"
     assert (c_state in c) == (case.cell in ("elman", "gru"))  # a cell without c passes None: a constexpr
-    assert ("sync_ptr" in c) == (c["STRATEGY"] != "split")  # only split passes its barrier counters
+    assert ("sync_ptr" in c) == (c["STRATEGY"] == "rows")  # rows passes no barrier counters (None)
     if case.pass_ == "fwd":
         assert c["SAVE"] == inspection.saves(case) == (case.train and case.cell != "elman")
         assert ("rb_ptr" in c) == (case.cell != "gru")  # GRU's b_hn; None (a constexpr) for the rest
@@ -112,6 +113,7 @@ def test_job_is_the_gpu_launch_config(case):
     signature = dict(job[3])
     ptr = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}[case.dtype]
     assert signature["w_hh_ptr"] == ptr and signature["len_ptr"] == "*i32"
+    assert "reverse" in signature and "grid_sync" in signature  # not specialized (do_not_specialize)
 
 
 def test_auto_ignores_the_strategy_environment_variable(monkeypatch):
@@ -134,17 +136,27 @@ def test_dedupe_merges_only_identical_kernels():
     assert {job[2] for job in jobs} == {80, 90}
 
 
-def test_split_and_stepwise_share_tiles_not_kernels():
-    """Forced split and stepwise get the same launch config but compile apart (the grid barrier), so
-    --strategy all compiles both; auto compiles nothing the forced strategies do not."""
+def test_split_and_stepwise_are_one_kernel():
+    """Forced split and stepwise are the same compile jobs (stepwise launches the split kernel with
+    its barrier off); auto compiles nothing the forced strategies do not."""
     cases = inspection.grid(quick=True, cells=("lstm-proj",), dtypes=("bf16",))
     forced = {s: inspection.plan([c._replace(strategy=s) for c in cases], archs=(90,)) for s in config.STRATEGIES}
-    split, stepwise = ([inspection.describe(job).split(" ", 1) for job in forced[s]] for s in ("split", "stepwise"))
-    assert [tiles for _, tiles in split] == [tiles for _, tiles in stepwise]
-    assert {s for s, _ in split} == {"split"} and {s for s, _ in stepwise} == {"stepwise"}
+    assert list(forced["split"]) == list(forced["stepwise"])
+    assert {_constexprs(job)["STRATEGY"] for job in forced["stepwise"]} == {"split"}
     auto = inspection.plan(cases, archs=(90,))
     assert set(auto) <= set(forced["rows"]) | set(forced["split"])
     assert {_constexprs(job)["STRATEGY"] for job in auto} == {"rows", "split"}  # H 32, 64 and 128, 2048
+
+
+def test_direction_and_lengths_add_no_kernels():
+    """--flags all enumerates forward/reverse and with/without lengths: runtime arguments of the same
+    binaries, so only relu (Elman) and TF32 (fp32) add compiles."""
+    def jobs(flags, **kw):
+        return inspection.plan(inspection.grid(quick=True, flags=flags, **kw), archs=(90,))
+    assert list(jobs("all", cells=("lstm", "gru"), dtypes=("bf16",))) == list(jobs("worst", cells=("lstm", "gru"),
+                                                                                    dtypes=("bf16",)))
+    assert len(jobs("all", cells=("elman",), dtypes=("bf16",))) == 2 * len(jobs("worst", cells=("elman",),
+                                                                                   dtypes=("bf16",)))
 
 
 def test_parse_res_usage():
@@ -327,9 +339,9 @@ def test_cli_valid_options_reach_the_compile(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, launches, strategies", [
     ([], 16, {"rows", "split"}),  # auto: the heuristic's choice at each point (split from H = 128)
     (["--strategy", "auto"], 16, {"rows", "split"}),
-    (["--strategy", "stepwise"], 16, {"stepwise"}),
+    (["--strategy", "stepwise"], 16, {"split"}),  # the split kernel
     (["--strategy", "rows", "--strategy", "split", "--strategy", "rows"], 32, {"rows", "split"}),
-    (["--strategy", "all"], 48, {"rows", "split", "stepwise"}),
+    (["--strategy", "all"], 48, {"rows", "split"}),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_cli_strategy_choice(monkeypatch, capsys, argv, launches, strategies):
     """--strategy forces a strategy at every point (repeated: once), 'all' each of them; the
@@ -346,8 +358,6 @@ def test_cli_strategy_choice(monkeypatch, capsys, argv, launches, strategies):
     out = capsys.readouterr().out
     counts = Counter(_constexprs(job)["STRATEGY"] for job in seen)
     assert set(counts) == strategies
-    if "all" in argv:
-        assert counts["split"] == counts["stepwise"]  # the same tiles, each compiled
     assert f"{launches} launches x 1 archs -> {len(seen)} distinct kernels ({_per_strategy(counts)}; " in out
     assert f"\n{len(seen)} kernels ({_per_strategy(counts)}), 0 failed, " in out
 

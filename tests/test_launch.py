@@ -33,19 +33,30 @@ def gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: H100)
 
 
-def launch(kernel, strategy, B=16, H=768, forced=False, **override):
+def launch(kernel, strategy, B=16, H=768, forced=False, reverse=False, **override):
     cfg = launch_config("lstm", "fwd", B, H, H, torch.bfloat16, "meta", override=dict(STRATEGY=strategy, **override))
     cfg["FALLBACK"] = not forced
-    recurrence.run(kernel, cfg, "lstm", 5, 5, B, H, H, 1, ("args",), "cpu")
+    recurrence.run(kernel, cfg, "lstm", 5, 5, B, H, H, 1, ("args",), "cpu", reverse)
     return cfg
+
+
+# a launch's arguments: ("args", sync_ptr, T, B, H, R, reverse, grid_sync, first, count)
 
 
 def test_rows_is_one_launch_of_all_steps():
     kernel = FakeKernel()
     launch(kernel, "rows")
     (grid, args, kwargs), = kernel.launches
-    assert grid == (1, 1, 1) and args[-2:] == (0, 5) and kwargs["STRATEGY"] == "rows"
+    assert grid == (1, 1, 1) and args[-4:] == (0, 0, 0, 5) and kwargs["STRATEGY"] == "rows"
     assert args[1] is None  # no barrier buffer
+
+
+def test_reverse_is_a_runtime_argument():
+    """Both directions of a one-direction launch are one binary."""
+    kernel = FakeKernel()
+    launch(kernel, "rows", reverse=True)
+    (_, args, kwargs), = kernel.launches
+    assert args[-4] == 1 and "REVERSE" not in kwargs
 
 
 def test_stepwise_launches_each_sub_step():
@@ -53,13 +64,16 @@ def test_stepwise_launches_each_sub_step():
     cfg = launch(kernel, "stepwise")
     assert [a[-2:] for _, a, _ in kernel.launches] == [(u, 1) for u in range(5)]
     assert {g for g, _, _ in kernel.launches} == {(768 // cfg["BLOCK_H"], 1, 1)}
+    # the split kernel (the same binary) with its barrier off, and no cooperative launch
+    assert all(k["STRATEGY"] == "split" and a[-3] == 0 and "launch_cooperative_grid" not in k
+               for _, a, k in kernel.launches)
 
 
 def test_split_is_cooperative_with_a_zeroed_barrier_buffer(gpu):
     kernel = FakeKernel()
     cfg = launch(kernel, "split")
     (grid, args, kwargs), = kernel.launches
-    assert grid == (768 // cfg["BLOCK_H"], 1, 1) and kwargs["launch_cooperative_grid"]
+    assert grid == (768 // cfg["BLOCK_H"], 1, 1) and kwargs["launch_cooperative_grid"] and args[-3] == 1
     sync = args[1]
     assert sync.dtype == torch.int32 and sync.shape == (2,) and not sync.any()  # one counter, the error flag
 
@@ -70,6 +84,6 @@ def test_split_that_cannot_be_co_resident_falls_back_or_raises(gpu):
     assert big.launches[0][2]["launch_cooperative_grid"]
     crowded = FakeKernel(regs=255, shared=200 * 1024)
     launch(crowded, "split", B=256, BLOCK_H=16)  # 4 batch tiles x 48: 192 programs > 132 SMs
-    assert [k["STRATEGY"] for _, _, k in crowded.launches] == ["stepwise"] * 5
+    assert [(a[-3], "launch_cooperative_grid" in k) for _, a, k in crowded.launches] == [(0, False)] * 5  # stepwise
     with pytest.raises(ValueError, match="co-resident.*'stepwise'"):
         launch(FakeKernel(regs=255, shared=200 * 1024), "split", B=256, BLOCK_H=16, forced=True)

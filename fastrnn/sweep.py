@@ -4,19 +4,23 @@ ptxas sometimes keeps a hoisted address or two on the stack (8-16 bytes) at 64-1
 where it does depends on num_warps and the tiles in ways no rule predicts. For each kind of kernel
 that TUNED can key (cell, pass, projection, fp32 or 16-bit weights, BLOCK_B, saves for backward),
 this compiles the kernel for sm_80 and sm_90 with every setting of the flags that do not change
-tiles (direction, lengths, relu, TF32) and reports the first of CANDIDATES under which none spills
-or overflows shared memory. Streamed weights (H = 256) only: resident-weight kernels are not tuned.
+tiles (relu, TF32; direction and lengths too, which are runtime arguments of one binary and so
+add no compiles) and reports the first of CANDIDATES under which none spills
+or overflows shared memory. Streamed weights (H = 256; the Elman backward at H = 32 too) only:
+resident-weight kernels are not tuned.
 TUNED applies to the "rows" strategy only, so every launch here forces it (at H = 256 the heuristic
 would pick "split").
 
 Rerun it when Triton (and so ptxas) changes, paste the printed table into kernels/config.py, then
 confirm with `python -m fastrnn inspect --flags all --strategy rows`. Kinds whose base setting is
-clean take one round. With the GRU: about 2300 compiles, 4200 CPU-seconds cold (72 minutes on 2
-shared cores).
+clean take one round. With the GRU, when direction and lengths were still compiled in: about 2300
+compiles, 72 minutes on 2 shared cores; about a quarter of that now (not re-measured).
 """
 import itertools
 import time
 import warnings
+
+import triton
 
 from . import inspection as ins
 from .bench import _positive_int
@@ -27,7 +31,10 @@ from .bench import _positive_int
 # occupancy, so they come after every setting that is clean without one.
 CANDIDATES = [(4, 16, None, None), (8, 16, None, None), (4, 32, None, None), (8, 32, None, None),
               (2, 16, 16, None), (4, 16, 16, None), (8, 32, 16, None), (4, 16, 16, 255), (2, 16, 16, 255)]
-H = 256  # streamed W_hh for every cell and dtype (any H above the resident limit compiles the same)
+# streamed W_hh for every cell and dtype (any H above the resident limit compiles the same), and for
+# the Elman backward H = 32 too, whose BLOCK_H (32) is the only default narrower than at H = 256
+H = 256
+NARROW_H = 32
 BS = {16: (1, 16), 32: (64,)}  # BLOCK_B -> batch sizes that get it (B = 1 is its own specialization)
 
 
@@ -42,8 +49,9 @@ def kinds(cells=ins.CELLS, kinds_of_dtype=("fp32", "bf16")):
         for (pass_, train), dtype, block_b in itertools.product(passes, kinds_of_dtype, BS):
             flags = itertools.product((False, True), (False, True), (False, True) if base == "elman" else (False,),
                                       (False, True) if dtype == "fp32" else (False,))
-            cases = [ins.Case(cell, pass_, dtype, B, H, train, rev, lens, relu, tf32, "rows")
-                     for (rev, lens, relu, tf32), B in itertools.product(list(flags), BS[block_b])]
+            hs = (NARROW_H, H) if (base, pass_) == ("elman", "bwd") else (H,)
+            cases = [ins.Case(cell, pass_, dtype, B, h, train, rev, lens, relu, tf32, "rows")
+                     for (rev, lens, relu, tf32), B, h in itertools.product(list(flags), BS[block_b], hs)]
             key = (base, pass_, cell == "lstm-proj", "fp32" if dtype == "fp32" else "16-bit", block_b,
                    ins.saves(cases[0]))
             out.append((key, cases))
@@ -63,11 +71,12 @@ def override(candidate):
 def first_clean(cases, archs=ins.ARCHS, processes=2):
     """(index of the first clean candidate or None, compiles run) for one kind."""
     k, compiles = ins.jit_kernels(), 0
+    widest = k.config.BLOCK_H[ins.kernel_cell(cases[0].cell)]
     for i, candidate in enumerate(CANDIDATES):
         settings = override(candidate)
-        if "BLOCK_H" not in settings:  # the cell's default, not whatever TUNED says today
-            settings["BLOCK_H"] = k.config.BLOCK_H[ins.kernel_cell(cases[0].cell)]
-        jobs = list(dict.fromkeys(ins.specialize(case, arch, k, settings) for case in cases for arch in archs))
+        # BLOCK_H: the candidate's, else the heuristic's before TUNED (not whatever TUNED says today)
+        at = {case.H: {"BLOCK_H": min(widest, max(16, triton.next_power_of_2(case.H))), **settings} for case in cases}
+        jobs = list(dict.fromkeys(ins.specialize(case, arch, k, at[case.H]) for case in cases for arch in archs))
         compiles += len(jobs)
         if all(r["ok"] for r in ins.run_jobs(jobs, processes)):
             return i, compiles

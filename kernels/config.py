@@ -24,18 +24,21 @@ Why these numbers (each checked by `python -m fastrnn inspect`: no spills on sm_
   element); not with a projection, nor for the LSTM with BLOCK_B = 32 (both spill).
 - split / stepwise: BLOCK_B = 16 up to B = 16, 32 up to 32, else 64 (a batch tile's programs each
   stream or hold their W slice: wider tiles mean fewer copies), but 16 for fp32, whose CUDA-core
-  products cost issue slots in proportion to the tile, and 1 for B = 1. BLOCK_H is the smallest power of
-  two that keeps the grid within one program per SM (SMS, or the device's count). A program's W
-  slice (its units' G * BLOCK_H rows of W_hh, the same in forward and backward) stays on chip
-  (W_RESIDENT, in PIECES tiles of BLOCK_K = 256 of R) when it fits RESIDENT_SPLIT bytes: Triton keeps a
-  tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
-  registers (fp32, and BLOCK_B = 1). Where ptxas would spill otherwise (each rule found by
-  `inspect --strategy all`): a 16-row FMA backward keeps half that budget (the share dot's operands
-  live beside it) and one of 64 or more columns of R per piece runs 8 warps, as does a tile of more
-  than 4096 fp32 accumulators (BLOCK_B x G x BLOCK_H, at shape c); a 64-row tile keeps
-  at most 4 pieces; a streamed FMA slice comes without Triton's prefetch (num_stages = 1: its
-  buffers spill), in BLOCK_K = 16 tiles when wider than 64 columns. Every split launch states
-  ptxas a budget of 255 registers (MAXNREG).
+  products cost issue slots in proportion to the tile, and 1 for B = 1. BLOCK_H is the smallest
+  power of two that keeps the grid within one program per SM (SMS, or the device's count), up to 64
+  and ACCUMULATORS. A program's W slice (its units' G * BLOCK_H rows of W_hh, the same in forward
+  and backward) stays on chip (W_RESIDENT, in PIECES tiles of BLOCK_K = 256 of R; 128 beside a
+  64-row tile in the backward and with a projection) when it fits RESIDENT_SPLIT bytes: Triton keeps
+  a tensor-core operand in shared memory (A100 allows 163 KiB per block), an FMA operand in
+  registers (fp32, and BLOCK_B = 1). Where ptxas would spill otherwise (each rule found by `inspect
+  --flags all --strategy all`, in `_split`): an FMA slice beside a 16-row tile keeps half that
+  budget in the backward (the share dot's operands live beside it) and when 32 units wide, and runs
+  8 warps when 64 or more columns of R wide; a tile of more than 4096 fp32 accumulators (BLOCK_B x G
+  x BLOCK_H, at shape c) runs 8 warps, and so does a resident tensor-core slice beside a 64-row tile
+  (which keeps one only up to R = 512), in more than 4 pieces, or in a projected LSTM's backward; a
+  streamed FMA slice comes without Triton's prefetch (num_stages = 1: its buffers spill), in BLOCK_K
+  = 16 tiles when wider than 64 columns. Every split launch states ptxas a budget of 255 registers
+  (MAXNREG).
 - DOT_FP32: fp32 weights multiply in IEEE fp32 (matching cuDNN with TF32 off) unless
   torch.backends.cuda.matmul.allow_tf32 is set; fp16/bf16 weights use tensor cores, except under
   the interpreter, which multiplies the same (exact) products in fp32.
@@ -57,6 +60,11 @@ SPLIT_MIN_H = 128
 # registers. A split grid holds about one program per SM, so occupancy is not what it needs; one
 # whose registers leave it unable to be co-resident runs as stepwise (kernels/recurrence.py, `run`).
 MAXNREG = 255
+# split / stepwise: the most fp32 accumulators (BLOCK_B x G x BLOCK_H) a tile may have. A
+# [64, 4 x 64] LSTM or GRU tile (B = 256, H = 2048 in fp16/bf16) spills 24-144 B in training on
+# both architectures, whatever the warps, K tile or pipelining; [64, 4 x 32] does not. Such a grid
+# outgrows the GPU (256 programs at that shape) and runs as stepwise (kernels/recurrence.py, `run`).
+ACCUMULATORS = 8192
 SMS = 132  # an H100's SMs: the grid size the heuristic aims at when no GPU is there to ask
 STRATEGIES = ("rows", "split", "stepwise")
 ENV = "FASTRNN_TRITON_STRATEGY"
@@ -71,12 +79,9 @@ TUNED = {
     ('lstm', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('lstm', 'bwd', False, '16-bit', 16, False): dict(num_warps=4, BLOCK_K=32),
     ('lstm', 'bwd', False, '16-bit', 32, False): dict(num_warps=8, BLOCK_K=32),
-    ('lstm', 'fwd', False, 'fp32', 16, True): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('lstm', 'bwd', True, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('lstm', 'bwd', True, 'fp32', 32, False): dict(num_warps=8, BLOCK_K=32, BLOCK_H=16),
     ('lstm', 'bwd', True, '16-bit', 16, False): dict(num_warps=8, BLOCK_K=16),
-    ('lstm', 'bwd', True, '16-bit', 32, False): dict(num_warps=8, BLOCK_K=16),
-    ('lstm', 'fwd', True, '16-bit', 16, True): dict(num_warps=8, BLOCK_K=16),
     ('lstm', 'fwd', True, '16-bit', 32, True): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'fwd', False, 'fp32', 32, False): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'fwd', False, '16-bit', 32, False): dict(num_warps=8, BLOCK_K=16),
@@ -84,6 +89,9 @@ TUNED = {
     ('gru', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('gru', 'bwd', False, '16-bit', 16, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('lstm', 'fwd', True, 'fp32', 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16, maxnreg=255),
+    ('elman', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
+    ('lstm', 'fwd', True, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=32),
+    ('gru', 'fwd', False, 'fp32', 32, True): dict(num_warps=8, BLOCK_K=16),
 }
 KEYS = ("STRATEGY", "BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "num_warps", "num_stages",
         "maxnreg", "DOT_FP32", "PRECISION")
@@ -167,18 +175,26 @@ def _split(cell, pass_, B, H, R, dtype, device, directions, interpret):
     bb = 1 if B == 1 else 16 if (B <= 16 or fma) else 32 if B <= 32 else 64
     tiles = triton.cdiv(B, bb) * directions
     bh = 1 if bb == 1 else 16
-    while bh < 64 and tiles * triton.cdiv(H, bh) > sms:
+    widest = min(64, ACCUMULATORS // (bb * _tile_gates(cell)))
+    while bh < widest and tiles * triton.cdiv(H, bh) > sms:
         bh *= 2
-    bk = min(256, max(16, triton.next_power_of_2(R)))
+    # beside a 64-row tile, pieces 128 wide in the backward and with a projection: the backward's
+    # product of a piece, [BLOCK_K, BLOCK_B] fp32, is 16384 accumulators at 256 and spills
+    proj = R != H
+    bk = min(128 if bb == 64 and (pass_ == "bwd" or proj) else 256, max(16, triton.next_power_of_2(R)))
     pieces = triton.cdiv(R, bk)
     wide_fma = fma and bb > 1  # FMA products of a 16-row tile (not B = 1's row sums)
-    budget = RESIDENT_SPLIT["fma" if fma else "mma"] // (2 if wide_fma and pass_ == "bwd" else 1)
+    halve = wide_fma and (pass_ == "bwd" or bh >= 32)
+    budget = RESIDENT_SPLIT["fma" if fma else "mma"] // (2 if halve else 1)
     resident = (_tile_gates(cell) * pieces * bk * bh * dtype.itemsize <= budget
-                and (bb < 64 or pieces <= 4))
-    # 8 warps where ptxas would otherwise spill (`python -m fastrnn inspect --strategy all`): an FMA
-    # slice of 64 or more columns of R held in registers beside a 16-row tile, and accumulators of
-    # more than 32 fp32 values a thread at 4 warps (the [64, 4 x 32] tile of shape (c))
-    warps = 8 if (resident and wide_fma and bk >= 64) or bb * _tile_gates(cell) * bh > 32 * 128 else 4
+                and (bb < 64 or R <= 512))
+    # 8 warps where ptxas would otherwise spill (`python -m fastrnn inspect --flags all --strategy
+    # all`): an FMA slice of 64 or more columns of R held in registers beside a 16-row tile;
+    # accumulators of more than 32 fp32 values a thread at 4 warps (the [64, 4 x 32] tile of shape
+    # (c)); and a resident tensor-core slice beside a 64-row tile, in more than 4 pieces, or in a
+    # projected LSTM's backward
+    warps = 8 if ((resident and wide_fma and bk >= 64) or bb * _tile_gates(cell) * bh > 32 * 128
+                  or (resident and not fma and (bb == 64 or pieces > 4 or (proj and pass_ == "bwd")))) else 4
     if resident:
         # No software pipelining (num_stages=1): the state a step reads exists only after the
         # barrier, so prefetching it buys nothing, and its buffers (one per piece) would overflow

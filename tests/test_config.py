@@ -85,6 +85,35 @@ def test_wide_accumulator_tiles_run_8_warps():
         assert launch_config("lstm", pass_, 16, 768, 768, BF16, "cuda")["num_warps"] == 4  # (a): [16, 4 x 16]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_accumulator_tiles_stop_at_8192(cell):
+    """A [64, 4 x 64] tile (B = 256, H = 2048, 16-bit) spills in training however it is launched;
+    the heuristic takes [64, 4 x 32] there, 256 programs, which outgrow an H100's 132 SMs (the launch
+    then runs stepwise). Elman's one gate keeps 64 units."""
+    for pass_ in ("fwd", "bwd"):
+        cfg = launch_config(cell, pass_, 256, 2048, 2048, BF16, "cuda", save=pass_ == "fwd")
+        assert (cfg["BLOCK_B"], cfg["BLOCK_H"], cfg["num_warps"]) == (64, 32, 8)
+    assert launch_config("elman", "fwd", 256, 2048, 2048, BF16, "cuda")["BLOCK_H"] == 64
+
+
+@pytest.mark.parametrize("cell,pass_,B,H,R,dtype,expect", [
+    # a resident slice beside a 64-row tile: 128-wide pieces (the backward's [BLOCK_K, 64] product), 8 warps
+    ("lstm", "bwd", 64, 512, 512, BF16, dict(W_RESIDENT=True, BLOCK_K=128, PIECES=4, num_warps=8)),
+    ("lstm", "fwd", 64, 512, 512, BF16, dict(W_RESIDENT=True, BLOCK_K=256, PIECES=2, num_warps=8)),
+    ("lstm", "fwd", 64, 1024, 512, BF16, dict(W_RESIDENT=True, BLOCK_K=128, PIECES=4, num_warps=8)),  # projected
+    ("elman", "fwd", 256, 1024, 1024, BF16, dict(W_RESIDENT=False)),  # R > 512 beside 64 rows: streamed
+    ("elman", "fwd", 16, 2048, 2048, BF16, dict(W_RESIDENT=True, PIECES=8, num_warps=8)),  # many pieces
+    ("lstm", "bwd", 16, 1024, 512, BF16, dict(W_RESIDENT=True, num_warps=8)),  # projected backward
+    ("lstm", "bwd", 16, 768, 768, BF16, dict(W_RESIDENT=True, PIECES=3, num_warps=4)),  # (a) unchanged
+    ("elman", "fwd", 256, 256, 256, F32, dict(W_RESIDENT=False, BLOCK_H=32)),  # FMA slice 32 units wide
+    ("elman", "fwd", 64, 256, 256, F32, dict(W_RESIDENT=True, BLOCK_H=16)),  # (e) unchanged
+])
+def test_split_rules_that_keep_ptxas_from_spilling(cell, pass_, B, H, R, dtype, expect):
+    """Each rule of `_split` for a spill `inspect --flags all --strategy all` found."""
+    cfg = launch_config(cell, pass_, B, H, R, dtype, "cuda")
+    assert {k: cfg[k] for k in expect} == expect
+
+
 def test_rows_below_split_min_h():
     assert launch_config("lstm", "fwd", 256, SPLIT_MIN_H // 2, SPLIT_MIN_H // 2, BF16, "cuda")["STRATEGY"] == "rows"
 

@@ -62,8 +62,8 @@ SPLIT_MIN_H = 128
 MAXNREG = 255
 # split / stepwise: the most fp32 accumulators (BLOCK_B x G x BLOCK_H) a tile may have. A
 # [64, 4 x 64] LSTM or GRU tile (B = 256, H = 2048 in fp16/bf16) spills 24-144 B in training on
-# both architectures, whatever the warps, K tile or pipelining; [64, 4 x 32] does not. Such a grid
-# outgrows the GPU (256 programs at that shape) and runs as stepwise (kernels/recurrence.py, `run`).
+# both architectures, whatever the warps, K tile or pipelining; [64, 4 x 32] does not. That grid
+# (256 programs) outgrows an H100 in training and then runs as stepwise (kernels/recurrence.py, `run`).
 ACCUMULATORS = 8192
 SMS = 132  # an H100's SMs: the grid size the heuristic aims at when no GPU is there to ask
 STRATEGIES = ("rows", "split", "stepwise")
@@ -71,26 +71,19 @@ ENV = "FASTRNN_TRITON_STRATEGY"
 # (cell, pass, projection, weight kind, BLOCK_B, saves for backward) -> replaced launch keys of rows,
 # for streamed weights: the table `python -m fastrnn sweep` prints (see the module docstring).
 TUNED = {
-    ('elman', 'fwd', False, 'fp32', 16, False): dict(num_warps=4, BLOCK_K=32),
-    ('elman', 'fwd', False, 'fp32', 32, False): dict(num_warps=8, BLOCK_K=16),
+    ('elman', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('elman', 'bwd', False, '16-bit', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('lstm', 'fwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('lstm', 'bwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('lstm', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
-    ('lstm', 'bwd', False, '16-bit', 16, False): dict(num_warps=4, BLOCK_K=32),
-    ('lstm', 'bwd', False, '16-bit', 32, False): dict(num_warps=8, BLOCK_K=32),
+    ('lstm', 'fwd', True, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
+    ('lstm', 'fwd', True, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=32),
     ('lstm', 'bwd', True, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
-    ('lstm', 'bwd', True, 'fp32', 32, False): dict(num_warps=8, BLOCK_K=32, BLOCK_H=16),
+    ('lstm', 'bwd', True, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
     ('lstm', 'bwd', True, '16-bit', 16, False): dict(num_warps=8, BLOCK_K=16),
-    ('lstm', 'fwd', True, '16-bit', 32, True): dict(num_warps=8, BLOCK_K=16),
-    ('gru', 'fwd', False, 'fp32', 32, False): dict(num_warps=8, BLOCK_K=16),
-    ('gru', 'fwd', False, '16-bit', 32, False): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'bwd', False, 'fp32', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
-    ('gru', 'bwd', False, '16-bit', 16, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
-    ('lstm', 'fwd', True, 'fp32', 16, False): dict(num_warps=2, BLOCK_K=16, BLOCK_H=16, maxnreg=255),
-    ('elman', 'bwd', False, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=16, BLOCK_H=16),
-    ('lstm', 'fwd', True, 'fp32', 32, False): dict(num_warps=4, BLOCK_K=32),
+    ('gru', 'bwd', False, '16-bit', 16, False): dict(num_warps=8, BLOCK_K=16),
     ('gru', 'fwd', False, 'fp32', 32, True): dict(num_warps=8, BLOCK_K=16),
 }
 KEYS = ("STRATEGY", "BLOCK_B", "BLOCK_H", "BLOCK_K", "PIECES", "W_RESIDENT", "num_warps", "num_stages",

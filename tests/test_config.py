@@ -29,11 +29,11 @@ def test_rows_residency_only_when_it_fits():
 def test_tuned_settings_apply_to_rows_where_listed():
     """TUNED only replaces launch keys, and tells training from inference."""
     assert all(set(settings) <= set(KEYS) - {"W_RESIDENT", "STRATEGY"} for settings in TUNED.values())
-    (cell, pass_, proj, kind, bb, save), settings = next(
-        (key, s) for key, s in TUNED.items() if key[0] == "lstm" and not key[2] and key[3] == "16-bit")
-    B, H = bb, 256  # streamed weights, the key's batch tile
-    tuned = launch_config(cell, pass_, B, H, H, BF16, "cuda", override=ROWS, save=save)
-    assert all(tuned[k] == v for k, v in settings.items())
+    for (cell, pass_, proj, kind, bb, save), settings in TUNED.items():
+        B, H = bb, 256  # streamed weights, the key's batch tile
+        tuned = launch_config(cell, pass_, B, H, H // 2 if proj else H, F32 if kind == "fp32" else BF16, "cuda",
+                              override=ROWS, save=save)
+        assert all(tuned[k] == v for k, v in settings.items())
     resident = launch_config("lstm", "fwd", 8, 32, 32, BF16, "cuda", save=True)
     assert resident["W_RESIDENT"] and resident["num_warps"] == 4  # TUNED is for streamed weights
 

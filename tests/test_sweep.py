@@ -61,6 +61,19 @@ def test_a_kind_with_no_clean_setting_fails_the_run(monkeypatch, capsys):
     assert status == 1 and "none clean" in out and "4 kind(s) with no clean candidate" in out
 
 
+def test_candidates_are_compiled_as_given_not_as_todays_table(monkeypatch, capsys):
+    """A candidate without maxnreg or BLOCK_H gets the heuristic's, whatever TUNED says today (a
+    maxnreg left by TUNED once made a spilling candidate look clean). The Elman backward is also
+    compiled at H = 32, where its default BLOCK_H is narrower."""
+    key = ("elman", "bwd", False, "fp32", 16, False)
+    assert {c.H for c in dict(sweep.kinds(("elman",)))[key]} == {32, 256}
+    monkeypatch.setitem(inspection.jit_kernels().config.TUNED, key, dict(num_warps=2, BLOCK_H=16, maxnreg=255))
+    _, _, seen = _run(monkeypatch, capsys, lambda name, s: True)
+    bwd = [j for j in seen if j[1] == "backward_kernel" and dict(j[6])["num_warps"] == 4]
+    assert bwd and all(dict(j[6])["maxnreg"] is None for j in bwd)
+    assert {_settings(j)[2] for j in bwd} == {32, 64}  # H = 32 and H = 256
+
+
 @pytest.mark.parametrize("candidate", sweep.CANDIDATES)
 def test_candidates_are_launch_settings(candidate):
     assert set(sweep.override(candidate)) <= {"num_warps", "BLOCK_K", "BLOCK_H", "maxnreg"}

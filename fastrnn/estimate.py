@@ -298,12 +298,13 @@ def _case(shape, pass_name, strategy=None):
 def _tiling(case, job, k):
     """The Tiling of a compiled `job` of `case`; sub-steps per step from the launch's sub-step count
     (the last argument of a rows or split launch: T x sub-steps, plus one for the backward)."""
-    c = {job[3][path[0]][0]: v for path, v in job[4]}  # {name: value}; inspection.constexprs once committed
+    c = ins.constexprs(job)
     stepwise = case.strategy == "stepwise"  # the split kernel (c["STRATEGY"]), launched a sub-step at a time
     args = ins.launch(case._replace(strategy="split") if stepwise else case, k)[2]
     R = case.H // 2 if c["PROJ"] else case.H
     programs = 1 if c["STRATEGY"] == "rows" else -(-case.H // c["BLOCK_H"])
-    return Tiling(case.pass_, bool(c["PROJ"]), "stepwise" if stepwise else c["STRATEGY"], c["GATES"], case.H, R, c["BLOCK_B"], c["BLOCK_H"],
+    strategy = "stepwise" if stepwise else c["STRATEGY"]
+    return Tiling(case.pass_, bool(c["PROJ"]), strategy, c["GATES"], case.H, R, c["BLOCK_B"], c["BLOCK_H"],
                   c["BLOCK_K"], dict(job[6])["num_warps"], bool(c["W_RESIDENT"]), bool(c["DOT_FP32"]),
                   programs, args[-1] // ins.T)
 
